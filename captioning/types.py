@@ -1,0 +1,31 @@
+"""Plain result types returned by the predictor and consumed by the CLI, evaluation and the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One hypothesis: its words, total log-probability and length-normalised score."""
+
+    text: str
+    tokens: tuple[str, ...]
+    log_prob: float
+    score: float
+    # (len(tokens), grid_height, grid_width) attention weights, one map per generated word.
+    attention: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """The n-best captions of one image, best first."""
+
+    captions: tuple[Caption, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Caption:
+        return self.captions[0]
