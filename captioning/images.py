@@ -73,7 +73,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+            f"the image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,}"
         )
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels")

@@ -51,7 +51,9 @@ class Vocabulary:
     def build(cls, captions: Iterable[Sequence[str]], min_count: int = 5) -> Vocabulary:
         """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
         counts = Counter(token for caption in captions for token in caption)
-        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        kept = sorted(
+            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
+        )
         return cls(SPECIAL_TOKENS + tuple(w for w in kept if w not in SPECIAL_TOKENS))
 
     def __len__(self) -> int:
@@ -100,7 +102,7 @@ class Vocabulary:
 class _PlainDataUnpickler(pickle.Unpickler):
     """Refuses every global, so a pickle can only rebuild dicts, lists, strings and numbers."""
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+    def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name}: tokenizer.p may hold plain data only"
         )

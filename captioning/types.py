@@ -1,4 +1,4 @@
-"""Plain result types returned by the predictor and consumed by the CLI, evaluation and the service."""
+"""Plain result types: what the predictor returns to the CLI, evaluation and the service."""
 
 from __future__ import annotations
 

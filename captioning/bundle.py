@@ -1,0 +1,170 @@
+"""The artifacts bundle: the contract between training and serving.
+
+    artifacts/
+      manifest.json     what the model is, how to feed it, its metrics, and every file's hash
+      encoder.keras     the image encoder, ImageNet weights included (raw pixels in)
+      encoder.tflite    optional: the same encoder exported for LiteRT (faster on a CPU)
+      decoder.keras     the caption decoder
+      tokenizer.p       the vocabulary, plain data only
+
+Files are written to a temporary name and renamed, and the manifest (which holds the hashes)
+is written last, so a crash while saving leaves a bundle the loader refuses instead of a
+half-written model it would serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from captioning.text import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ENCODER_KERAS = "encoder.keras"
+ENCODER_TFLITE = "encoder.tflite"
+DECODER_KERAS = "decoder.keras"
+TOKENIZER = "tokenizer.p"
+BUNDLE_FORMAT = "captioner-artifacts/1"
+REQUIRED_FILES = (ENCODER_KERAS, DECODER_KERAS, TOKENIZER)
+
+
+class ArtifactError(RuntimeError):
+    """A missing, corrupt or incompatible artifacts folder; the message names file and problem."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary_path)` and rename the result over `path` only if it succeeded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)  # keras insists on the .keras extension
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        temporary_path.unlink()  # some writers refuse to overwrite
+        write(temporary_path)
+        with temporary_path.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary_path, path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+
+
+@dataclass
+class ArtifactBundle:
+    encoder: keras.Model
+    decoder: keras.Model
+    vocabulary: Vocabulary
+    manifest: dict
+    tflite_encoder: bytes | None = None
+
+    def save(self, directory: Path) -> dict:
+        """Write every file atomically, then the manifest with their hashes; returns it."""
+        directory = Path(directory)
+        atomic_write(directory / ENCODER_KERAS, lambda p: self.encoder.save(p))
+        atomic_write(directory / DECODER_KERAS, lambda p: self.decoder.save(p))
+        atomic_write(directory / TOKENIZER, self.vocabulary.save)
+        files = [ENCODER_KERAS, DECODER_KERAS, TOKENIZER]
+        if self.tflite_encoder is not None:
+            atomic_write(directory / ENCODER_TFLITE, lambda p: p.write_bytes(self.tflite_encoder))
+            files.append(ENCODER_TFLITE)
+        else:
+            (directory / ENCODER_TFLITE).unlink(missing_ok=True)
+        manifest = dict(self.manifest)
+        manifest["format"] = BUNDLE_FORMAT
+        manifest["files"] = {
+            name: {
+                "sha256": sha256_of(directory / name),
+                "bytes": (directory / name).stat().st_size,
+            }
+            for name in files
+        }
+        write_json(directory / MANIFEST, manifest)
+        self.manifest = manifest
+        logger.info("wrote artifacts to %s (%s)", directory, ", ".join(files))
+        return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not Path(directory).is_dir():
+        raise ArtifactError(f"artifacts folder {directory} does not exist")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: not a Captioner artifacts folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise ArtifactError(f"{path}: unsupported format, expected {BUNDLE_FORMAT!r}")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Every required file is present and matches the hash recorded in the manifest."""
+    recorded = manifest.get("files", {})
+    for name in (*REQUIRED_FILES, *(n for n in recorded if n not in REQUIRED_FILES)):
+        path = Path(directory) / name
+        if name not in recorded:
+            raise ArtifactError(f"{MANIFEST} has no hash for {name}")
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing")
+        if sha256_of(path) != recorded[name].get("sha256"):
+            raise ArtifactError(
+                f"{path} does not match the sha256 in {MANIFEST}: the file is corrupt, "
+                "half-written or from another model"
+            )
+
+
+def load_bundle(directory: Path | str, load_tflite: bool = True) -> ArtifactBundle:
+    """Read and verify a bundle; every failure is an ArtifactError naming the file."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    verify_files(directory, manifest)
+    try:
+        vocabulary = Vocabulary.load(directory / TOKENIZER)
+    except Exception as exc:
+        raise ArtifactError(f"{directory / TOKENIZER} cannot be loaded: {exc}") from exc
+    encoder = _load_keras(directory / ENCODER_KERAS)
+    decoder = _load_keras(directory / DECODER_KERAS)
+    expected_vocab = manifest.get("vocabulary", {}).get("size")
+    if expected_vocab != len(vocabulary):
+        raise ArtifactError(
+            f"{directory / TOKENIZER} has {len(vocabulary)} words "
+            f"but {MANIFEST} says {expected_vocab}"
+        )
+    tflite = None
+    if load_tflite and ENCODER_TFLITE in manifest.get("files", {}):
+        tflite = (directory / ENCODER_TFLITE).read_bytes()
+    return ArtifactBundle(encoder, decoder, vocabulary, manifest, tflite)
+
+
+def _load_keras(path: Path) -> keras.Model:
+    import captioning.decoder
+    import captioning.encoders  # noqa: F401  (registers the encoders' custom layers)
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path} cannot be loaded as a Keras model: {exc}") from exc

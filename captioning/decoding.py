@@ -1,0 +1,297 @@
+"""Greedy and beam-search decoding, batched over images and beams.
+
+The decoder's equations (see `captioning.decoder`) run here in NumPy on the trained weights.
+On a CPU one decoding step is a handful of small matrix products: NumPy does them in
+microseconds, where a TensorFlow call per step costs milliseconds in dispatch alone. Every
+caller - evaluation, the command line and the service - goes through these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from captioning import decoder as names
+from captioning.text import END_ID, PAD_ID, START_ID, UNKNOWN_ID
+
+# Words the decoder may never emit: padding, a second <start>, and the unknown-word token.
+BANNED_IDS = (PAD_ID, START_ID, UNKNOWN_ID)
+NEG_INF = np.float32(-1e9)
+
+
+@dataclass(frozen=True)
+class DecoderWeights:
+    """The decoder's parameters as float32 NumPy arrays."""
+
+    embedding: np.ndarray  # (V, E)
+    init_h: tuple[np.ndarray, np.ndarray]  # (C, H), (H,)
+    init_c: tuple[np.ndarray, np.ndarray]
+    region_keys: tuple[np.ndarray, np.ndarray]  # (C, H), (H,)
+    lstm_kernel: np.ndarray  # (E + H, 4H): input and recurrent kernels stacked
+    lstm_bias: np.ndarray  # (4H,)
+    combine: tuple[np.ndarray, np.ndarray]  # (2H, H), (H,)
+    logits: tuple[np.ndarray, np.ndarray]  # (H, V), (V,)
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> DecoderWeights:
+        def dense(name: str) -> tuple[np.ndarray, np.ndarray]:
+            kernel, bias = model.get_layer(name).get_weights()
+            return kernel.astype(np.float32), bias.astype(np.float32)
+
+        kernel, recurrent, bias = model.get_layer(names.LSTM).get_weights()
+        logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
+        logit_bias = logit_bias.copy()
+        logit_bias[list(BANNED_IDS)] = NEG_INF
+        return cls(
+            embedding=model.get_layer(names.EMBEDDING).get_weights()[0].astype(np.float32),
+            init_h=dense(names.INIT_H),
+            init_c=dense(names.INIT_C),
+            region_keys=dense(names.REGION_KEYS),
+            lstm_kernel=np.concatenate([kernel, recurrent]).astype(np.float32),
+            lstm_bias=bias.astype(np.float32),
+            combine=dense(names.COMBINE),
+            logits=(logit_kernel, logit_bias),
+        )
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.lstm_bias.shape[0] // 4
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    token_ids: tuple[int, ...]  # generated words, without <start> and <end>
+    log_prob: float
+    score: float
+    attention: np.ndarray | None  # (len(token_ids), regions)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free and exact
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class _Stepper:
+    """The decoder's recurrence for a batch of rows, each row tied to one image's regions."""
+
+    def __init__(self, weights: DecoderWeights, grid: np.ndarray, pooled: np.ndarray) -> None:
+        self.w = weights
+        kernel, bias = weights.region_keys
+        self.keys = (grid.astype(np.float32) @ kernel + bias).astype(np.float32)  # (B, R, H)
+        self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
+        pooled = pooled.astype(np.float32)
+        self.h0 = np.tanh(pooled @ weights.init_h[0] + weights.init_h[1])
+        self.c0 = np.tanh(pooled @ weights.init_c[0] + weights.init_c[1])
+
+    def step(
+        self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, beams: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One word for every row: returns (log_probs (N, V), h, c, attention (N, R)).
+
+        Rows come in groups of `beams` consecutive rows per image, so the regions are used
+        in place, never copied per row.
+        """
+        w = self.w
+        hidden = h.shape[1]
+        gates = np.concatenate([w.embedding[tokens], h], axis=1) @ w.lstm_kernel + w.lstm_bias
+        i = _sigmoid(gates[:, :hidden])
+        f = _sigmoid(gates[:, hidden : 2 * hidden])
+        g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
+        o = _sigmoid(gates[:, 3 * hidden :])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        queries = h.reshape(len(self.keys), beams, hidden)
+        scores = np.matmul(queries, self.keys.transpose(0, 2, 1)) * self.scale  # (B, K, R)
+        attention = np.exp(scores - scores.max(axis=2, keepdims=True))
+        attention /= attention.sum(axis=2, keepdims=True)
+        context = np.matmul(attention, self.keys).reshape(len(h), hidden)
+        attention = attention.reshape(len(h), -1)
+        combined = np.tanh(np.concatenate([h, context], axis=1) @ w.combine[0] + w.combine[1])
+        logits = combined @ w.logits[0] + w.logits[1]
+        return _log_softmax(logits), h, c, attention
+
+
+def _length_score(log_prob: float, length: int, length_penalty: float) -> float:
+    return float(log_prob / max(length, 1) ** length_penalty)
+
+
+def greedy_decode(
+    weights: DecoderWeights,
+    grid: np.ndarray,
+    pooled: np.ndarray,
+    max_length: int,
+    return_attention: bool = False,
+    length_penalty: float = 0.0,
+) -> list[Hypothesis]:
+    """The most probable word at every step, for a batch of images."""
+    stepper = _Stepper(weights, grid, pooled)
+    batch = len(pooled)
+    rows = np.arange(batch)
+    tokens = np.full(batch, START_ID, dtype=np.int64)
+    h, c = stepper.h0, stepper.c0
+    done = np.zeros(batch, bool)
+    log_prob = np.zeros(batch, np.float64)
+    generated: list[np.ndarray] = []
+    maps: list[np.ndarray] = []
+    for _ in range(max_length + 1):  # the words, then <end>
+        log_probs, h, c, attention = stepper.step(tokens, h, c, beams=1)
+        tokens = log_probs.argmax(axis=1)
+        log_prob += np.where(done, 0.0, log_probs[rows, tokens])
+        tokens = np.where(done, PAD_ID, tokens)
+        generated.append(tokens)
+        maps.append(attention)
+        done |= tokens == END_ID
+        if done.all():
+            break
+    return _collect_greedy(
+        np.stack(generated, 1),
+        np.stack(maps, 1),
+        log_prob,
+        max_length,
+        return_attention,
+        length_penalty,
+    )
+
+
+def _collect_greedy(
+    generated: np.ndarray,
+    maps: np.ndarray,
+    log_prob: np.ndarray,
+    max_length: int,
+    return_attention: bool,
+    length_penalty: float,
+) -> list[Hypothesis]:
+    hypotheses = []
+    for row in range(len(generated)):
+        words = _words_until_end(generated[row])[:max_length]
+        hypotheses.append(
+            Hypothesis(
+                token_ids=words,
+                log_prob=float(log_prob[row]),
+                score=_length_score(log_prob[row], len(words) + 1, length_penalty),
+                attention=maps[row, : len(words)].copy() if return_attention else None,
+            )
+        )
+    return hypotheses
+
+
+def _words_until_end(ids: np.ndarray) -> tuple[int, ...]:
+    words = []
+    for token in ids.tolist():
+        if token in (END_ID, PAD_ID):
+            break
+        words.append(token)
+    return tuple(words)
+
+
+def beam_search(
+    weights: DecoderWeights,
+    grid: np.ndarray,
+    pooled: np.ndarray,
+    beam_size: int,
+    max_length: int,
+    num_results: int = 1,
+    length_penalty: float = 0.5,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """n-best captions per image, ranked by log_prob / length ** length_penalty.
+
+    All images' beams advance together as one (images * beam_size) batch. A finished beam
+    stays in the beam, extended only by padding at no cost, so that it competes with the live
+    ones; the search stops when every beam of every image has finished.
+    """
+    if beam_size < 1 or not 1 <= num_results <= beam_size:
+        raise ValueError("need beam_size >= 1 and 1 <= num_results <= beam_size")
+    stepper = _Stepper(weights, grid, pooled)
+    batch, vocab = len(pooled), weights.logits[1].shape[0]
+    rows = batch * beam_size
+    h = np.repeat(stepper.h0, beam_size, axis=0)
+    c = np.repeat(stepper.c0, beam_size, axis=0)
+    tokens = np.full(rows, START_ID, dtype=np.int64)
+    # Only the first beam of each image is alive at the start, so the beams do not duplicate.
+    beam_log_prob = np.full((batch, beam_size), -np.inf)
+    beam_log_prob[:, 0] = 0.0
+    lengths = np.zeros((batch, beam_size), np.int64)
+    finished = np.zeros((batch, beam_size), bool)
+    history = np.zeros((batch, beam_size, 0), np.int64)
+    maps = np.zeros((batch, beam_size, 0, stepper.keys.shape[1]), np.float32)
+
+    finished_row = np.full(vocab, -np.inf)
+    finished_row[PAD_ID] = 0.0
+    for _ in range(max_length + 1):
+        log_probs, h, c, attention = stepper.step(tokens, h, c, beams=beam_size)
+        log_probs = log_probs.reshape(batch, beam_size, vocab).astype(np.float64)
+        log_probs = np.where(finished[..., None], finished_row, log_probs)
+        candidates = (beam_log_prob[..., None] + log_probs).reshape(batch, -1)
+        top = np.argpartition(-candidates, beam_size - 1, axis=1)[:, :beam_size]
+        order = np.argsort(-np.take_along_axis(candidates, top, 1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        parent, word = top // vocab, top % vocab
+        beam_log_prob = np.take_along_axis(candidates, top, 1)
+        was_finished = np.take_along_axis(finished, parent, 1)
+        lengths = np.take_along_axis(lengths, parent, 1) + ~was_finished
+        finished = was_finished | (word == END_ID)
+        history = np.concatenate(
+            [np.take_along_axis(history, parent[..., None], 1), word[..., None]], axis=2
+        )
+        if return_attention:
+            step_map = attention.reshape(batch, beam_size, 1, -1)
+            maps = np.concatenate(
+                [
+                    np.take_along_axis(maps, parent[..., None, None], 1),
+                    np.take_along_axis(step_map, parent[..., None, None], 1),
+                ],
+                axis=2,
+            )
+        flat_parent = (parent + np.arange(batch)[:, None] * beam_size).reshape(-1)
+        h, c = h[flat_parent], c[flat_parent]
+        tokens = word.reshape(-1)
+        if finished.all():
+            break
+    return _collect_beams(
+        history,
+        maps,
+        beam_log_prob,
+        lengths,
+        num_results,
+        length_penalty,
+        max_length,
+        return_attention,
+    )
+
+
+def _collect_beams(
+    history: np.ndarray,
+    maps: np.ndarray,
+    beam_log_prob: np.ndarray,
+    lengths: np.ndarray,
+    num_results: int,
+    length_penalty: float,
+    max_length: int,
+    return_attention: bool,
+) -> list[list[Hypothesis]]:
+    results = []
+    for image in range(len(history)):
+        hypotheses = []
+        for beam in range(history.shape[1]):
+            log_prob = float(beam_log_prob[image, beam])
+            if not np.isfinite(log_prob):
+                continue
+            words = _words_until_end(history[image, beam])[:max_length]
+            hypotheses.append(
+                Hypothesis(
+                    token_ids=words,
+                    log_prob=log_prob,
+                    score=_length_score(log_prob, int(lengths[image, beam]), length_penalty),
+                    attention=maps[image, beam, : len(words)].copy() if return_attention else None,
+                )
+            )
+        hypotheses.sort(key=lambda hyp: -hyp.score)
+        results.append(hypotheses[:num_results])
+    return results

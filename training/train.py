@@ -1,0 +1,435 @@
+"""Training: vocabulary, cached features, teacher-forced decoder, dev-metric selection, artifacts.
+
+    python -m training train --data ../shared/flickr8k --artifacts artifacts
+
+Checkpoints (model, optimizer and loop state) are written every epoch to the work folder, so an
+interrupted run resumes with `--resume` without losing a finished epoch. The kept model is the
+epoch with the best dev CIDEr: dev loss is a poor guide to caption quality.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import captioning
+from captioning.bundle import ArtifactBundle, atomic_write, write_json
+from captioning.decoder import DecoderConfig, build_decoder, masked_caption_loss
+from captioning.encoders import DEFAULT_ENCODER, build_encoder, get_spec
+from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
+from captioning.runtime import KerasEncoder, export_tflite
+from captioning.text import PAD_ID, Vocabulary
+from training.data import Flickr8k, Split, load_flickr8k
+from training.features import Features, cache_key, extract_features
+from training.metrics import score_captions
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "model_checkpoint.keras"
+FINAL_FILE = "model_final.keras"
+BEST_WEIGHTS_FILE = "best.weights.h5"
+STATE_FILE = "train_state.json"
+LENGTH_BUCKET = 8  # captions are padded to a multiple of this: few shapes, few retraces
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path
+    artifacts_dir: Path = Path("artifacts")
+    work_dir: Path = Path("work")
+    backbone: str = DEFAULT_ENCODER
+    encoder_weights: str | None = "imagenet"
+    min_word_count: int = 5
+    max_caption_words: int = 30
+    embedding_dim: int = 256
+    hidden_dim: int = 512
+    dropout: float = 0.3
+    region_dropout: float = 0.1
+    label_smoothing: float = 0.1
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.5  # applied whenever dev CIDEr does not improve
+    min_learning_rate: float = 1e-5
+    clipnorm: float = 5.0
+    batch_images: int = 32
+    captions_per_image: int = 5
+    epochs: int = 30
+    patience: int = 4
+    time_budget_minutes: float | None = None
+    eval_beam_size: int = 3
+    length_penalty: float = 0.5
+    seed: int = 42
+    resume: bool = False
+    export_tflite: bool = True
+    max_train_images: int | None = None  # for quick experiments
+    strategy: str = "default"  # "default", "mirrored" or "multiworker"
+    extra: dict = field(default_factory=dict)
+
+
+# --- data to arrays ---------------------------------------------------------------------------
+
+
+def encode_captions(
+    split: Split, vocabulary: Vocabulary, per_image: int, max_words: int
+) -> np.ndarray:
+    """(images, per_image, max_words + 2) ids, <start> ... <end> then padding.
+
+    Images with fewer references than `per_image` repeat theirs (cyclically).
+    """
+    array = np.full((len(split), per_image, max_words + 2), PAD_ID, np.int32)
+    for i, references in enumerate(split.captions):
+        for j in range(per_image):
+            ids = vocabulary.encode(references[j % len(references)][:max_words])
+            array[i, j, : len(ids)] = ids
+    return array
+
+
+class CaptionBatches(keras.utils.PyDataset):
+    """Shuffled batches of images with all their captions: ((grid, pooled, inputs), targets)."""
+
+    def __init__(self, features: Features, captions: np.ndarray, batch_images: int, seed: int):
+        super().__init__()
+        self.features, self.captions, self.batch_images = features, captions, batch_images
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(captions))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.captions) / self.batch_images)
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self.order[index * self.batch_images : (index + 1) * self.batch_images])
+        captions = self.captions[rows]
+        used = int((captions != PAD_ID).sum(axis=2).max())
+        length = min(captions.shape[2], math.ceil(used / LENGTH_BUCKET) * LENGTH_BUCKET + 1)
+        captions = captions[:, :, :length]
+        inputs, targets = captions[:, :, :-1], captions[:, :, 1:]
+        grid = np.asarray(self.features.grid[rows], np.float32)
+        pooled = self.features.pooled[rows]
+        return (grid, pooled, inputs), targets.reshape(-1, targets.shape[-1])
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.captions))
+
+
+def _keep_readable(split: Split, features: Features) -> tuple[Split, Features]:
+    """Drop (after reporting, in extract_features) images whose file could not be decoded."""
+    if not features.failed:
+        return split, features
+    failed = set(features.failed)
+    keep = np.array([i for i, name in enumerate(split.image_ids) if name not in failed])
+    kept_split = Split(
+        split.name,
+        [split.image_paths[i] for i in keep],
+        [split.captions[i] for i in keep],
+        [split.raw_captions[i] for i in keep],
+    )
+    kept = Features(
+        np.asarray(features.grid[keep]),
+        features.pooled[keep],
+        [features.image_ids[i] for i in keep],
+        [],
+    )
+    return kept_split, kept
+
+
+# --- the loop's callbacks -----------------------------------------------------------------------
+
+
+class DevSelection(keras.callbacks.Callback):
+    """Scores dev captions after each epoch, keeps the best weights, decays the LR on plateaus,
+    stops early, and checkpoints everything needed to resume."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        make_predictor,
+        dev: Split,
+        dev_features: Features,
+        state: dict,
+        started: float,
+    ) -> None:
+        super().__init__()
+        self.config, self.make_predictor, self.state, self.started = (
+            config,
+            make_predictor,
+            state,
+            started,
+        )
+        self.dev, self.dev_encoded = (
+            dev,
+            EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled),
+        )
+        self.checkpoint_dir = config.work_dir / "checkpoints"
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        predictor = self.make_predictor(self.model)
+        options = DecodeOptions(beam_size=self.config.eval_beam_size)
+        started = time.perf_counter()
+        captions = [c[0].text for c in predictor.generate(self.dev_encoded, options)]
+        scores = score_captions(self.dev.raw_captions, captions, full=False)
+        cider, bleu4 = float(scores["CIDEr"]), float(scores["BLEU-4"])
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(logs.get("loss", float("nan"))),
+            "dev_BLEU-4": bleu4,
+            "dev_CIDEr": cider,
+            "distinct_words": len({w for c in captions for w in c.split()}),
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "minutes": (time.time() - self.started) / 60,
+            "eval_seconds": time.perf_counter() - started,
+        }
+        self.state["history"].append(record)
+        logger.info(
+            "epoch %(epoch)d: loss %(loss).3f dev BLEU-4 %(dev_BLEU-4).4f CIDEr "
+            "%(dev_CIDEr).4f (%(distinct_words)d words) lr %(learning_rate).2e",
+            record,
+        )
+        if cider > self.state["best_cider"]:
+            self.state.update(best_cider=cider, best_epoch=epoch + 1, stale_epochs=0)
+            atomic_write(self.checkpoint_dir / BEST_WEIGHTS_FILE, self.model.save_weights)
+        else:
+            self.state["stale_epochs"] += 1
+            new_lr = max(
+                record["learning_rate"] * self.config.lr_decay, self.config.min_learning_rate
+            )
+            self.model.optimizer.learning_rate.assign(new_lr)
+            logger.info("dev CIDEr did not improve: learning rate -> %.2e", new_lr)
+        self.state["epoch"] = epoch + 1
+        # Model + optimizer first, then the state that points at it: a crash in between
+        # resumes from the previous epoch's state and loses nothing already recorded.
+        atomic_write(self.checkpoint_dir / CHECKPOINT_FILE, self.model.save)
+        write_json(self.checkpoint_dir / STATE_FILE, self.state)
+        if self.state["stale_epochs"] >= self.config.patience:
+            logger.info("no dev improvement for %d epochs: stopping", self.config.patience)
+            self.model.stop_training = True
+        budget = self.config.time_budget_minutes
+        if budget is not None and record["minutes"] >= budget * 0.97:
+            logger.info("time budget of %.0f minutes reached: stopping", budget)
+            self.model.stop_training = True
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`mirrored`: every local GPU (or logical CPU device); `multiworker`: hosts from TF_CONFIG."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}: default, mirrored or multiworker")
+
+
+def compile_decoder(model: keras.Model, config: TrainConfig) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+        loss=masked_caption_loss(config.label_smoothing),
+    )
+
+
+def prepare_features(
+    config: TrainConfig, dataset: Flickr8k, encoder: keras.Model
+) -> dict[str, Features]:
+    spec = get_spec(config.backbone)
+    runner = KerasEncoder(encoder)
+    features = {}
+    for name in ("train", "dev"):
+        split = dataset.splits[name]
+        key = cache_key(
+            config.backbone, str(config.encoder_weights), spec.input_size, split.image_paths
+        )
+        cache = config.work_dir / "features" / f"{config.backbone}-{key}"
+        features[name] = extract_features(runner, split.image_paths, spec.input_size, cache, name)
+    return features
+
+
+def train(config: TrainConfig) -> dict:
+    """The whole pipeline from dataset folder to artifacts; returns the manifest."""
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+    dataset = load_flickr8k(config.data_dir)
+    for name in ("train", "dev"):
+        if not len(dataset.splits[name]):
+            raise RuntimeError(f"the {name} split has no usable images in {config.data_dir}")
+    if config.max_train_images:
+        train_split = dataset.splits["train"]
+        n = config.max_train_images
+        dataset.splits["train"] = Split(
+            "train",
+            train_split.image_paths[:n],
+            train_split.captions[:n],
+            train_split.raw_captions[:n],
+        )
+    spec = get_spec(config.backbone)
+    encoder = build_encoder(config.backbone, config.encoder_weights)
+    features = prepare_features(config, dataset, encoder)
+    train_split, train_features = _keep_readable(dataset.splits["train"], features["train"])
+    dev_split, dev_features = _keep_readable(dataset.splits["dev"], features["dev"])
+
+    vocabulary = Vocabulary.build(
+        train_split.captions and [c for refs in train_split.captions for c in refs],
+        config.min_word_count,
+    )
+    lengths = [len(c) for refs in train_split.captions for c in refs]
+    max_words = min(config.max_caption_words, int(np.percentile(lengths, 99.5)))
+    logger.info(
+        "vocabulary: %d words (count >= %d); captions up to %d words",
+        len(vocabulary),
+        config.min_word_count,
+        max_words,
+    )
+    train_captions = encode_captions(train_split, vocabulary, config.captions_per_image, max_words)
+
+    decoder_config = DecoderConfig(
+        vocab_size=len(vocabulary),
+        feature_dim=spec.feature_dim,
+        regions=spec.grid_size**2,
+        embedding_dim=config.embedding_dim,
+        hidden_dim=config.hidden_dim,
+        dropout=config.dropout,
+        region_dropout=config.region_dropout,
+    )
+    manifest_base = _manifest(config, spec, decoder_config, vocabulary, max_words, dataset)
+
+    def make_predictor(model: keras.Model) -> CaptionPredictor:
+        bundle = ArtifactBundle(encoder, model, vocabulary, manifest_base)
+        return CaptionPredictor(bundle, encoder_runtime="tensorflow")
+
+    strategy = make_strategy(config.strategy)
+    checkpoint_dir = config.work_dir / "checkpoints"
+    state = {"epoch": 0, "best_cider": -1.0, "best_epoch": 0, "stale_epochs": 0, "history": []}
+    with strategy.scope():
+        if config.resume and (checkpoint_dir / STATE_FILE).is_file():
+            state = json.loads((checkpoint_dir / STATE_FILE).read_text())
+            decoder = keras.saving.load_model(
+                checkpoint_dir / CHECKPOINT_FILE,
+                safe_mode=True,
+                custom_objects={"masked_caption_loss": masked_caption_loss(config.label_smoothing)},
+            )
+            logger.info(
+                "resuming after epoch %d (best dev CIDEr %.4f at epoch %d)",
+                state["epoch"],
+                state["best_cider"],
+                state["best_epoch"],
+            )
+        else:
+            decoder = build_decoder(decoder_config)
+            compile_decoder(decoder, config)
+    batches = CaptionBatches(
+        train_features, train_captions, config.batch_images, config.seed + state["epoch"]
+    )
+    selection = DevSelection(config, make_predictor, dev_split, dev_features, state, started)
+    if state["epoch"] < config.epochs and not state["stale_epochs"] >= config.patience:
+        decoder.fit(
+            batches,
+            epochs=config.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[selection],
+            verbose=2,
+        )
+    atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)
+    if (checkpoint_dir / BEST_WEIGHTS_FILE).is_file():
+        decoder.load_weights(checkpoint_dir / BEST_WEIGHTS_FILE)
+
+    manifest = dict(manifest_base)
+    manifest["training"].update(
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        history=state["history"],
+        minutes=round((time.time() - started) / 60, 1),
+    )
+    return export_artifacts(
+        config, encoder, decoder, decoder_config, vocabulary, manifest, dev_split, dev_features
+    )
+
+
+def export_artifacts(
+    config: TrainConfig,
+    encoder: keras.Model,
+    decoder: keras.Model,
+    decoder_config: DecoderConfig,
+    vocabulary: Vocabulary,
+    manifest: dict,
+    dev: Split,
+    dev_features: Features,
+) -> dict:
+    """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
+    serving_decoder = build_decoder(decoder_config)
+    serving_decoder.set_weights(decoder.get_weights())
+    tflite = None
+    if config.export_tflite:
+        try:
+            tflite = export_tflite(encoder)
+        except Exception:  # the Keras model stays usable on its own
+            logger.exception("LiteRT export failed; the service will encode with TensorFlow")
+    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, tflite)
+    predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
+    encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
+    captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))
+    metrics = score_captions(dev.raw_captions, [c[0].text for c in captions], full=True)
+    manifest["metrics"] = {
+        "dev": {"beam_size": config.eval_beam_size, "images": len(dev), **metrics}
+    }
+    logger.info("dev metrics (beam %d): %s", config.eval_beam_size, metrics)
+    return bundle.save(config.artifacts_dir)
+
+
+def _manifest(
+    config: TrainConfig,
+    spec,
+    decoder_config: DecoderConfig,
+    vocabulary: Vocabulary,
+    max_words: int,
+    dataset: Flickr8k,
+) -> dict:
+    created = datetime.now(UTC)
+    return {
+        "model_id": f"{config.backbone}-attention-lstm-{created:%Y%m%d-%H%M%S}",
+        "created_at": created.isoformat(timespec="seconds"),
+        "encoder": {
+            "backbone": spec.name,
+            "weights": str(config.encoder_weights),
+            "input_size": spec.input_size,
+            "grid_size": spec.grid_size,
+            "feature_dim": spec.feature_dim,
+            "preprocessing": f"upright RGB, resized without cropping to {spec.input_size}x"
+            f"{spec.input_size} (bilinear), float pixels 0..255; normalisation inside the model",
+        },
+        "decoder": {
+            **decoder_config.to_dict(),
+            "architecture": "LSTM, state from pooled features, attention over the grid",
+            "max_length": max_words,
+            "length_penalty": config.length_penalty,
+            "default_beam_size": config.eval_beam_size,
+        },
+        "vocabulary": {"size": len(vocabulary), "min_count": config.min_word_count},
+        "dataset": {
+            "name": "Flickr8k",
+            "layout": dataset.layout,
+            "splits": dataset.split_sizes(),
+            "problems": dataset.report.summary(),
+        },
+        "training": {
+            k: v
+            for k, v in asdict(config).items()
+            if k not in ("data_dir", "artifacts_dir", "work_dir", "extra")
+        },
+        "versions": {
+            "captioner": captioning.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+    }
