@@ -117,6 +117,13 @@ class _Stepper:
         return _log_softmax(logits), h, c, attention
 
 
+def _only_end(log_probs: np.ndarray) -> np.ndarray:
+    """At the length limit a caption must end: <end> keeps its probability, all else is out."""
+    forced = np.full_like(log_probs, NEG_INF)
+    forced[:, END_ID] = log_probs[:, END_ID]
+    return forced
+
+
 def _length_score(log_prob: float, length: int, length_penalty: float) -> float:
     return float(log_prob / max(length, 1) ** length_penalty)
 
@@ -139,8 +146,10 @@ def greedy_decode(
     log_prob = np.zeros(batch, np.float64)
     generated: list[np.ndarray] = []
     maps: list[np.ndarray] = []
-    for _ in range(max_length + 1):  # the words, then <end>
+    for step in range(max_length + 1):  # the words, then <end>
         log_probs, h, c, attention = stepper.step(tokens, h, c, beams=1)
+        if step == max_length:
+            log_probs = _only_end(log_probs)
         tokens = log_probs.argmax(axis=1)
         log_prob += np.where(done, 0.0, log_probs[rows, tokens])
         tokens = np.where(done, PAD_ID, tokens)
@@ -169,7 +178,7 @@ def _collect_greedy(
 ) -> list[Hypothesis]:
     hypotheses = []
     for row in range(len(generated)):
-        words = _words_until_end(generated[row])[:max_length]
+        words = _words_until_end(generated[row])
         hypotheses.append(
             Hypothesis(
                 token_ids=words,
@@ -224,8 +233,10 @@ def beam_search(
 
     finished_row = np.full(vocab, -np.inf)
     finished_row[PAD_ID] = 0.0
-    for _ in range(max_length + 1):
+    for step in range(max_length + 1):
         log_probs, h, c, attention = stepper.step(tokens, h, c, beams=beam_size)
+        if step == max_length:
+            log_probs = _only_end(log_probs)
         log_probs = log_probs.reshape(batch, beam_size, vocab).astype(np.float64)
         log_probs = np.where(finished[..., None], finished_row, log_probs)
         candidates = (beam_log_prob[..., None] + log_probs).reshape(batch, -1)
@@ -283,7 +294,7 @@ def _collect_beams(
             log_prob = float(beam_log_prob[image, beam])
             if not np.isfinite(log_prob):
                 continue
-            words = _words_until_end(history[image, beam])[:max_length]
+            words = _words_until_end(history[image, beam])
             hypotheses.append(
                 Hypothesis(
                     token_ids=words,

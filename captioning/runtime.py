@@ -90,5 +90,7 @@ def export_tflite(model: keras.Model) -> bytes:
     """Convert the Keras encoder to a float32 LiteRT flatbuffer (dynamic batch size)."""
     signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # No `trackable_obj`: with one, TF 2.21 leaves the weights as variables that the
+    # flatbuffer never fills in, and the export silently computes garbage.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     return converter.convert()

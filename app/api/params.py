@@ -1,0 +1,103 @@
+"""Caption options from form fields or query parameters, and their OpenAPI description.
+
+The upload routes read their multipart body themselves (see `app.uploads`), so FastAPI cannot
+declare these parameters; validation errors are still raised as `RequestValidationError`, so they
+look exactly like FastAPI's own 422s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from app.schemas import CaptionOptions
+from captioning.predictor import DecodeOptions
+
+
+def parse_caption_options(query: Mapping[str, str], form: Mapping[str, str]) -> CaptionOptions:
+    """Merge the two sources (a form field beats a query parameter) and validate."""
+    raw: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for name in CaptionOptions.model_fields:
+        for where, values in (("body", form), ("query", query)):
+            # HTML forms send "" for an empty input; that means "not given", not an error.
+            if values.get(name, "") != "":
+                raw[name], source[name] = values[name], where
+                break
+    try:
+        return CaptionOptions.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": (source.get(str(error["loc"][0]), "body"), *error["loc"])}
+            for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def to_decode_options(
+    options: CaptionOptions, *, default_beam_size: int, model_max_length: int
+) -> DecodeOptions:
+    """Resolve defaults and the checks that depend on other values or on the loaded model."""
+    beam_size = options.beam_size or default_beam_size
+    errors = []
+    if options.max_length is not None and options.max_length > model_max_length:
+        errors.append(
+            _error("max_length", f"must be at most {model_max_length}, the model's longest caption")
+        )
+    if options.num_captions > beam_size:
+        errors.append(
+            _error("num_captions", f"must not exceed beam_size ({beam_size}): one per beam")
+        )
+    if errors:
+        raise RequestValidationError(errors)
+    return DecodeOptions(
+        beam_size=beam_size,
+        max_length=options.max_length,
+        num_captions=options.num_captions,
+        return_attention=options.attention,
+    )
+
+
+def _error(name: str, message: str) -> dict[str, Any]:
+    return {"type": "value_error", "loc": ("body", name), "msg": message}
+
+
+def multipart_openapi(file_field: str, *, many: bool) -> dict[str, Any]:
+    """`openapi_extra` for an upload route: the multipart body and the same options as query."""
+    options = CaptionOptions.model_json_schema()["properties"]
+    binary = {"type": "string", "format": "binary"}
+    if many:
+        file_schema: dict[str, Any] = {
+            "type": "array",
+            "items": binary,
+            "description": "The images (at most max_images_per_request); answered in order.",
+        }
+    else:
+        file_schema = {**binary, "description": "The image (JPEG, PNG, GIF, WebP, BMP, TIFF)."}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [file_field],
+                        "properties": {file_field: file_schema, **options},
+                    }
+                }
+            },
+        },
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": "Query parameter or form field. " + schema.get("description", ""),
+                "schema": {k: v for k, v in schema.items() if k != "description"},
+            }
+            for name, schema in options.items()
+        ],
+    }

@@ -1,0 +1,64 @@
+"""Service settings, read once from `CAPTIONER_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from captioning.predictor import MAX_BEAM_SIZE
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CAPTIONER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    artifacts_dir: Path = Path("artifacts")
+    # Loopback by default so a developer run is not exposed; containers set CAPTIONER_HOST=0.0.0.0.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)  # 0: any free port
+
+    # Upload limits: bytes per uploaded file, and decoded pixels (decompression bombs).
+    max_upload_bytes: int = Field(10 * MiB, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_images_per_request: int = Field(16, ge=1)
+
+    # Micro-batching.
+    max_batch_size: int = Field(16, ge=1)
+    max_batch_wait_ms: float = Field(5.0, ge=0)
+    max_queue_size: int = Field(64, ge=1)  # images waiting for the model; beyond -> 503
+
+    # "auto": LiteRT when the bundle has encoder.tflite, else TensorFlow.
+    encoder_runtime: Literal["auto", "litert", "tensorflow"] = "auto"
+    default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)
+    # Longest a request may wait for its captions; also bounds the drain on shutdown.
+    request_timeout_s: float = Field(30.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _batch_request_fits_queue(self) -> Settings:
+        # A /captions request is admitted all at once; if it could never fit it would always 503.
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) must not exceed "
+                f"max_queue_size ({self.max_queue_size})"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,100 @@
+"""The FastAPI application: `create_app()` for tests and embedding, `app` for uvicorn, `run()`.
+
+Creating the app is cheap; the model is loaded once, in the lifespan, before the first request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.api.routes import router
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.log import configure_logging
+from app.metrics import Metrics
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.service import CaptionService, PredictorFactory, real_predictor_factory
+from captioning import __version__
+
+logger = logging.getLogger(__name__)
+
+# Multipart framing and the small option fields, on top of the file bytes themselves.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Routes other than the uploads take no body worth speaking of.
+SMALL_BODY_BYTES = 64 * 1024
+
+DESCRIPTION = """
+Captions photos with an EfficientNet-Lite0 encoder and an attention LSTM decoder.
+
+Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
+Concurrent requests are batched together; when the queue is full the answer is
+503 `overloaded` with a `Retry-After` header.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, predictor_factory: PredictorFactory | None = None
+) -> FastAPI:
+    """Build the app. `predictor_factory(artifacts_dir)` defaults to the real model loader."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    factory = predictor_factory or real_predictor_factory(settings.encoder_runtime)
+    service = CaptionService(settings, metrics, factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()  # raises (so the server exits) when the model cannot load
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="Captioner",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(router)
+
+    def body_limit(path: str) -> int:
+        if path == "/caption":
+            return settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        if path == "/captions":
+            return settings.max_upload_bytes * settings.max_images_per_request + (
+                MULTIPART_OVERHEAD_BYTES
+            )
+        return SMALL_BODY_BYTES
+
+    # The last added runs first: request context wraps everything, the size limit included.
+    app.add_middleware(BodySizeLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, service=service, routes=app.router.routes
+    )
+    return app
+
+
+app = create_app()
+
+
+def run() -> None:
+    """`captioner-serve`: one process, one model, settings from CAPTIONER_* variables."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep the logging configured above
+        access_log=False,  # RequestContextMiddleware writes one line per request
+        lifespan="on",  # a failed startup must stop the server, not be ignored
+        timeout_graceful_shutdown=max(1, round(settings.request_timeout_s)),
+    )

@@ -1,0 +1,109 @@
+"""Request parameters and response bodies, with the examples shown on /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from captioning.predictor import MAX_BEAM_SIZE
+
+# Upper bound on max_length before the model is known; the model's own maximum is checked too.
+MAX_CAPTION_WORDS = 50
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.", examples=["overloaded"])
+    message: str = Field(
+        description="Human-readable explanation.",
+        examples=["the request queue is full; retry after the Retry-After delay"],
+    )
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": {"code": "unsupported_image", "message": "the file is not an image"}}
+            ]
+        }
+    )
+
+    error: ErrorDetail
+
+
+class CaptionOptions(BaseModel):
+    """Decoding options, sent as form fields or query parameters (form fields win)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    beam_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BEAM_SIZE,
+        description="Beam width; 1 is greedy decoding. Default: the server's default (3).",
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CAPTION_WORDS,
+        description="Longest caption in words. Default and upper bound: the model's maximum.",
+    )
+    num_captions: int = Field(
+        1, ge=1, le=MAX_BEAM_SIZE, description="How many of the best captions to return (≤ beam)."
+    )
+    attention: bool = Field(False, description="Return the attention map of every word.")
+
+
+class WordAttention(BaseModel):
+    word: str = Field(examples=["dog"])
+    weights: list[list[float]] = Field(
+        description="grid x grid attention weights over the image (rows top to bottom), sum 1.",
+        examples=[[[0.1, 0.2], [0.3, 0.4]]],
+    )
+
+
+class CaptionHypothesis(BaseModel):
+    text: str = Field(examples=["a dog runs through the grass"])
+    log_prob: float = Field(description="Total log-probability of the words.", examples=[-6.1])
+    score: float = Field(
+        description="Length-normalised log-probability used to rank captions.", examples=[-2.3]
+    )
+    attention: list[WordAttention] | None = Field(
+        None, description="One map per word, present when `attention` was requested."
+    )
+
+
+class Timings(BaseModel):
+    decode: float = Field(description="Decoding and resizing the upload, ms.", examples=[4.2])
+    queue: float = Field(description="Waiting for a batch slot, ms.", examples=[1.0])
+    encode: float = Field(description="Image encoder for the whole batch, ms.", examples=[21.5])
+    generate: float = Field(description="Caption decoding for the batch, ms.", examples=[40.3])
+    total: float = Field(description="From the received upload to the answer, ms.", examples=[70.0])
+
+
+class CaptionResponse(BaseModel):
+    caption: str = Field(description="The best caption.", examples=["a dog runs through the grass"])
+    captions: list[CaptionHypothesis] = Field(description="The n-best captions, best first.")
+    width: int = Field(description="Image width after EXIF rotation.", examples=[640])
+    height: int = Field(description="Image height after EXIF rotation.", examples=[480])
+    model: str = Field(description="Model id from the manifest.", examples=["flickr8k-lite0-v1"])
+    timings_ms: Timings
+
+
+class CaptionsResponse(BaseModel):
+    results: list[CaptionResponse | ErrorResponse] = Field(
+        description="One entry per uploaded file, in upload order: captions or an error."
+    )
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str = Field(examples=["flickr8k-lite0-v1"])
+
+
+ModelManifest = dict[str, Any]

@@ -1,0 +1,323 @@
+"""The captioning service behind the routes: model lifecycle, decoding uploads, batching.
+
+Created (cheaply) with the app; `start()` in the lifespan loads and warms the model and starts
+the batcher; `stop()` drains. Routes only translate HTTP to calls on this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import numpy as np
+from PIL import Image
+
+from app.batching import BatchOutput, MicroBatcher
+from app.config import Settings
+from app.errors import (
+    ApiError,
+    InferenceError,
+    InferenceTimeoutError,
+    NotReadyError,
+    ShuttingDownError,
+    UploadTooLargeError,
+    describe,
+)
+from app.metrics import Metrics
+from app.schemas import (
+    CaptionHypothesis,
+    CaptionResponse,
+    ErrorDetail,
+    ErrorResponse,
+    Timings,
+    WordAttention,
+)
+from app.uploads import UploadedFile, format_bytes
+from captioning.bundle import ArtifactError
+from captioning.images import decode_image
+from captioning.predictor import DecodeOptions
+from captioning.types import Caption
+
+if TYPE_CHECKING:
+    from captioning.predictor import CaptionPredictor
+
+
+logger = logging.getLogger(__name__)
+
+PredictorFactory = Callable[[Path], "CaptionPredictor"]
+ATTENTION_DECIMALS = 4  # plenty for a heatmap; keeps the JSON small
+
+
+class SelfTestError(RuntimeError):
+    """The model loaded but computes nonsense (NaN features, no caption): do not serve it."""
+
+
+def real_predictor_factory(encoder_runtime: str = "auto") -> PredictorFactory:
+    def load(path: Path) -> CaptionPredictor:
+        from captioning.predictor import CaptionPredictor
+
+        return CaptionPredictor.from_artifacts(path, encoder_runtime=encoder_runtime)
+
+    return load
+
+
+class State(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    pixels: np.ndarray  # (size, size, 3) model input
+    width: int
+    height: int
+    decode_ms: float
+
+
+class CaptionService:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        predictor_factory: PredictorFactory,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._factory = predictor_factory
+        self.state = State.STARTING
+        self.predictor: CaptionPredictor | None = None
+        self._batcher: MicroBatcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._decode_limiter: anyio.CapacityLimiter | None = None
+        self.in_flight = 0  # HTTP requests being served, counted by the request middleware
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load, check and warm up the model, then start batching. Raises if it cannot serve."""
+        started = time.perf_counter()
+        # The one inference thread: loading, warm-up and every batch run on it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        try:
+            predictor = await self._load(self._executor)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+        settings = self.settings
+        # Decoding runs on other threads, at most one per core so it cannot starve the model.
+        self._decode_limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+        self._batcher = MicroBatcher(
+            predictor,
+            self._executor,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+            metrics=self.metrics,
+        )
+        self._batcher.start()
+        self.predictor = predictor
+        self.state = State.READY
+        self.metrics.ready.set(1)
+        logger.info(
+            "model %s ready in %.1f s (from %s)",
+            predictor.model_id,
+            time.perf_counter() - started,
+            settings.artifacts_dir,
+        )
+
+    async def _load(self, executor: ThreadPoolExecutor) -> CaptionPredictor:
+        loop = asyncio.get_running_loop()
+        artifacts_dir = self.settings.artifacts_dir
+        try:
+            predictor = await loop.run_in_executor(executor, self._factory, artifacts_dir)
+            await loop.run_in_executor(executor, _self_test, predictor)
+            await loop.run_in_executor(executor, predictor.warmup)
+        except (ArtifactError, SelfTestError) as exc:  # the message names file and problem
+            logger.error("cannot start: %s (artifacts_dir=%s)", exc, artifacts_dir)
+            raise
+        except Exception:
+            logger.exception("cannot start: loading the model from %s failed", artifacts_dir)
+            raise
+        return predictor
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests and queued images finish, then stop."""
+        if self.state is State.STOPPED:
+            return
+        self.state = State.DRAINING
+        self.metrics.ready.set(0)
+        timeout = self.settings.request_timeout_s
+        deadline = time.monotonic() + timeout
+        logger.info("draining: %d requests in flight", self.in_flight)
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._batcher is not None:
+            await self._batcher.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+        if self._executor is not None:
+            # Never block the event loop on a stuck model call.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.state = State.STOPPED
+        logger.info("stopped")
+
+    def require_ready(self) -> tuple[CaptionPredictor, MicroBatcher]:
+        if self.state is State.READY and self.predictor and self._batcher:
+            return self.predictor, self._batcher
+        if self.state in (State.DRAINING, State.STOPPED):
+            raise ShuttingDownError("the server is shutting down")
+        raise NotReadyError("the model is still loading; retry shortly")
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.depth if self._batcher else 0
+
+    # --- captioning --------------------------------------------------------------------------
+    async def caption_one(self, data: bytes, options: DecodeOptions) -> CaptionResponse:
+        started = time.perf_counter()
+        predictor, batcher = self.require_ready()
+        batcher.ensure_room(1)  # refuse before spending time on decoding
+        try:
+            decoded = await self._decode(predictor, data)
+            output = await self._wait(batcher.submit_many([decoded.pixels], options)[0])
+        except Exception as exc:
+            self._count_image(exc)
+            raise
+        self._count_image(None)
+        return self._response(predictor, decoded, output, options, started)
+
+    async def caption_many(
+        self, files: list[UploadedFile], options: DecodeOptions
+    ) -> list[CaptionResponse | ErrorResponse]:
+        """Caption every file; a file that cannot be used gets an error entry of its own."""
+        started = time.perf_counter()
+        predictor, batcher = self.require_ready()
+        batcher.ensure_room(len(files))
+        decoded = await asyncio.gather(
+            *(self._decode_file(predictor, upload) for upload in files), return_exceptions=True
+        )
+        entries: list[CaptionResponse | ErrorResponse | None] = [None] * len(files)
+        usable: list[tuple[int, DecodedUpload]] = []
+        for index, item in enumerate(decoded):
+            if isinstance(item, DecodedUpload):
+                usable.append((index, item))
+            else:
+                entries[index] = self._error_entry(item)
+        futures = batcher.submit_many([upload.pixels for _, upload in usable], options)
+        outputs = await asyncio.gather(*(self._wait(f) for f in futures), return_exceptions=True)
+        for (index, upload), output in zip(usable, outputs, strict=True):
+            if isinstance(output, BaseException):
+                entries[index] = self._error_entry(output)
+            else:
+                self._count_image(None)
+                entries[index] = self._response(predictor, upload, output, options, started)
+        return [entry for entry in entries if entry is not None]
+
+    def _error_entry(self, error: BaseException) -> ErrorResponse:
+        if not isinstance(error, Exception):  # cancellation and the like are not per-image
+            raise error
+        self._count_image(error)
+        info = describe(error)
+        return ErrorResponse(error=ErrorDetail(code=info.code, message=info.message))
+
+    async def _decode_file(
+        self, predictor: CaptionPredictor, upload: UploadedFile
+    ) -> DecodedUpload:
+        if upload.too_large:
+            raise UploadTooLargeError(
+                f"the file is larger than the {format_bytes(self.settings.max_upload_bytes)} limit"
+            )
+        return await self._decode(predictor, bytes(upload.data))
+
+    async def _decode(self, predictor: CaptionPredictor, data: bytes) -> DecodedUpload:
+        """Decode and resize off the event loop; image errors keep their codes."""
+
+        def work() -> DecodedUpload:
+            started = time.perf_counter()
+            image = decode_image(data, max_pixels=self.settings.max_image_pixels)
+            width, height = image.size
+            pixels = predictor.preprocess([image])[0]
+            return DecodedUpload(pixels, width, height, (time.perf_counter() - started) * 1000)
+
+        return await anyio.to_thread.run_sync(work, limiter=self._decode_limiter)
+
+    async def _wait(self, future: asyncio.Future[BatchOutput]) -> BatchOutput:
+        try:
+            return await asyncio.wait_for(future, self.settings.request_timeout_s)
+        except TimeoutError:
+            raise InferenceTimeoutError(
+                f"no captions within {self.settings.request_timeout_s:g} s; the server is busy"
+            ) from None
+        except ApiError:
+            raise
+        except Exception as exc:  # already logged with its traceback by the batcher
+            raise InferenceError("the model failed on this image") from exc
+
+    def _response(
+        self,
+        predictor: CaptionPredictor,
+        decoded: DecodedUpload,
+        output: BatchOutput,
+        options: DecodeOptions,
+        started: float,
+    ) -> CaptionResponse:
+        hypotheses = [
+            _hypothesis(caption, options.return_attention)
+            for caption in output.captions[: options.num_captions]
+        ]
+        return CaptionResponse(
+            caption=hypotheses[0].text,
+            captions=hypotheses,
+            width=decoded.width,
+            height=decoded.height,
+            model=predictor.model_id,
+            timings_ms=Timings(
+                decode=round(decoded.decode_ms, 2),
+                queue=round(output.queue_ms, 2),
+                encode=round(output.encode_ms, 2),
+                generate=round(output.generate_ms, 2),
+                total=round((time.perf_counter() - started) * 1000, 2),
+            ),
+        )
+
+    def _count_image(self, error: BaseException | None) -> None:
+        self.metrics.images.labels("ok" if error is None else describe(error).code).inc()
+
+
+def _self_test(predictor: CaptionPredictor) -> None:
+    """Caption one plain image before going ready: warm-up runs the model but ignores its output,
+    and a model that loads fine can still compute garbage (e.g. a broken encoder export)."""
+    size = predictor.input_size
+    encoded = predictor.encode(predictor.preprocess([Image.new("RGB", (size, size), "gray")]))
+    if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
+        raise SelfTestError(
+            "model self-test failed: the image encoder produced NaN or infinite features "
+            "(a broken export?); CAPTIONER_ENCODER_RUNTIME=tensorflow avoids encoder.tflite"
+        )
+    captions = predictor.generate(encoded, DecodeOptions(beam_size=1))
+    if len(captions) != 1 or not captions[0]:
+        raise SelfTestError("model self-test failed: the decoder returned no caption")
+
+
+def _hypothesis(caption: Caption, with_attention: bool) -> CaptionHypothesis:
+    attention = None
+    if with_attention and caption.attention is not None:
+        weights = np.round(np.asarray(caption.attention, dtype=np.float64), ATTENTION_DECIMALS)
+        attention = [
+            WordAttention(word=word, weights=grid.tolist())
+            for word, grid in zip(caption.tokens, weights, strict=False)
+        ]
+    return CaptionHypothesis(
+        text=caption.text,
+        log_prob=round(float(caption.log_prob), 4),
+        score=round(float(caption.score), 4),
+        attention=attention,
+    )

@@ -1,0 +1,68 @@
+"""The caption decoder alone (NumPy greedy and beam search) on real encoder features."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import numpy as np
+
+from benchmarks.encoder import LoadedModel
+from benchmarks.stats import summarize, time_calls
+
+logger = logging.getLogger(__name__)
+
+DECODER_MODES = {"greedy": 1, "beam_3": 3, "beam_5": 5}
+DECODER_BATCHES = (1, 16)
+
+
+def caption_lengths(model: LoadedModel, encoded: Any, beam_size: int) -> list[int]:
+    """Words in the best caption of every image."""
+    from captioning.predictor import DecodeOptions
+
+    results = model.predictor.generate(encoded, DecodeOptions(beam_size=beam_size))
+    return [len(per_image[0].tokens) for per_image in results]
+
+
+def bench_decoder(
+    model: LoadedModel, pixels: np.ndarray, repeats: int, calls: dict[int, int]
+) -> dict[str, Any]:
+    """ms per caption for every mode and batch size; features of len(pixels) >= 16 images."""
+    from captioning.predictor import DecodeOptions
+
+    predictor = model.predictor
+    encoded = predictor.encode(pixels)
+    images = len(encoded)
+    results: dict[str, Any] = {"images": images, "max_length": int(predictor.max_length)}
+    samples: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for mode, beam in DECODER_MODES.items():
+            options = DecodeOptions(beam_size=beam)
+            for batch in DECODER_BATCHES:
+                starts = itertools.cycle(range(0, images - batch + 1, batch))
+
+                def run(options: DecodeOptions = options, batch: int = batch, starts=starts):
+                    start = next(starts)
+                    predictor.generate(encoded[start : start + batch], options)
+
+                values = time_calls(run, calls[batch])
+                samples.setdefault((mode, batch), []).extend(v / batch for v in values)
+    for mode, beam in DECODER_MODES.items():
+        lengths = caption_lengths(model, encoded, beam)
+        entry: dict[str, Any] = {
+            "beam_size": beam,
+            "mean_words": float(np.mean(lengths)),
+            "max_words": int(max(lengths)),
+        }
+        for batch in DECODER_BATCHES:
+            entry[f"batch_{batch}"] = summarize(samples[(mode, batch)])
+            logger.info(
+                "decoder %s batch %d: %.2f ms/caption (%.1f words on average)",
+                mode,
+                batch,
+                entry[f"batch_{batch}"]["median"],
+                entry["mean_words"],
+            )
+        results[mode] = entry
+    return results

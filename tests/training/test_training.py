@@ -1,0 +1,153 @@
+"""The real pipeline on a tiny generated dataset: it learns, saves, reloads and resumes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from captioning.bundle import MANIFEST, load_bundle
+from captioning.images import load_image_file
+from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.text import normalize_caption
+from tests.support.fixtures import tiny_examples
+from training.cli import main as cli_main
+from training.train import CHECKPOINT_FILE, FINAL_FILE, STATE_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_model_reproduces_its_training_captions(tiny_dataset, tiny_predictor):
+    """Proof that training learns: a handful of captions are memorised word for word."""
+    root, pairs = tiny_dataset
+    images = [load_image_file(root / "Flicker8k_Dataset" / name) for name, _ in pairs]
+    results = tiny_predictor.caption_images(images)
+    for (name, caption), result in zip(pairs, results, strict=True):
+        assert result.best.tokens == tuple(normalize_caption(caption)), name
+
+
+def test_manifest_records_what_serving_needs(tiny_training_run):
+    config, manifest = tiny_training_run
+    on_disk = json.loads((config.artifacts_dir / MANIFEST).read_text())
+    assert on_disk == manifest
+    assert manifest["encoder"]["backbone"] == "efficientnet_lite0"
+    assert manifest["encoder"]["input_size"] == 224
+    assert manifest["vocabulary"]["size"] > 4
+    assert manifest["dataset"]["splits"]["test"] == 0
+    assert manifest["metrics"]["dev"]["CIDEr"] > 1.0
+    assert set(manifest["files"]) >= {"encoder.keras", "decoder.keras", "tokenizer.p"}
+    assert manifest["training"]["epochs_run"] == len(manifest["training"]["history"])
+
+
+def test_checkpoints_are_kept_in_the_work_folder(tiny_training_run):
+    config, manifest = tiny_training_run
+    checkpoints = config.work_dir / "checkpoints"
+    assert (checkpoints / CHECKPOINT_FILE).is_file()
+    assert (checkpoints / FINAL_FILE).is_file()
+    state = json.loads((checkpoints / STATE_FILE).read_text())
+    assert state["epoch"] == manifest["training"]["epochs_run"]
+    assert not list(config.artifacts_dir.glob("*checkpoint*"))
+
+
+def test_save_load_round_trip_gives_identical_captions(tiny_training_run, tiny_predictor):
+    config, _ = tiny_training_run
+    reloaded = CaptionPredictor.from_artifacts(config.artifacts_dir, encoder_runtime="tensorflow")
+    images = [image for _, image, _ in tiny_examples()[:6]]
+    options = DecodeOptions(beam_size=3, num_captions=2)
+    first = tiny_predictor.caption_images(images, options)
+    second = reloaded.caption_images(images, options)
+    for a, b in zip(first, second, strict=True):
+        assert [c.text for c in a.captions] == [c.text for c in b.captions]
+        np.testing.assert_allclose(
+            [c.log_prob for c in a.captions], [c.log_prob for c in b.captions], atol=1e-3
+        )
+
+
+def test_litert_encoder_matches_keras(tiny_artifacts):
+    bundle = load_bundle(tiny_artifacts)
+    assert bundle.tflite_encoder is not None, "the LiteRT export is part of the artifacts"
+    keras_predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
+    litert_predictor = CaptionPredictor(bundle, encoder_runtime="litert")
+    pixels = keras_predictor.preprocess([image for _, image, _ in tiny_examples()[:3]])
+    a, b = keras_predictor.encode(pixels), litert_predictor.encode(pixels)
+    np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-3)
+    np.testing.assert_allclose(a.grid, b.grid, atol=1e-2)
+
+
+def test_resume_continues_after_the_last_finished_epoch(tiny_dataset, tiny_training_run, tmp_path):
+    """An interrupted run (here: one that stopped after its epoch budget) resumes where it was."""
+    from dataclasses import replace
+
+    from training.train import train
+
+    config, _ = tiny_training_run
+    work = tmp_path / "work"
+    first = replace(
+        config, work_dir=work, artifacts_dir=tmp_path / "a1", epochs=2, export_tflite=False
+    )
+    train(first)
+    state = json.loads((work / "checkpoints" / STATE_FILE).read_text())
+    assert state["epoch"] == 2
+    resumed = replace(first, artifacts_dir=tmp_path / "a2", epochs=4, resume=True)
+    manifest = train(resumed)
+    epochs = [record["epoch"] for record in manifest["training"]["history"]]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_caption_command_writes_json_lines(tiny_artifacts, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, image, _ in tiny_examples()[:3]:
+        image.save(folder / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    output = tmp_path / "out.jsonl"
+    code = cli_main(
+        ["caption", "--artifacts", str(tiny_artifacts), "--output", str(output), str(folder)]
+    )
+    assert code == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 4
+    good = [r for r in records if r["caption"]]
+    assert len(good) == 3 and all(isinstance(r["score"], float) and r["score"] < 0 for r in good)
+    broken = next(r for r in records if r["image"].endswith("broken.png"))
+    assert broken["error"]["code"] == "corrupt_image"
+
+
+def test_evaluate_command_scores_a_split(tiny_dataset, tiny_artifacts, tmp_path):
+    root, _ = tiny_dataset
+    code = cli_main(
+        [
+            "evaluate",
+            "--data",
+            str(root),
+            "--artifacts",
+            str(tiny_artifacts),
+            "--split",
+            "dev",
+            "--output",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "metrics_dev.json").read_text())
+    assert summary["images"] == len(tiny_examples())
+    assert summary["metrics"]["BLEU-4"] > 0.9
+    assert (tmp_path / "report_dev.html").read_text().count("<figure>") > 0
+
+
+def test_cli_reports_bad_input_clearly(tmp_path, caplog):
+    assert (
+        cli_main(
+            [
+                "caption",
+                "--artifacts",
+                str(tmp_path / "none"),
+                "--output",
+                str(tmp_path / "o"),
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in caplog.text
+    assert cli_main(["train", "--data", str(tmp_path), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "not a Flickr8k folder" in caplog.text
