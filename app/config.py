@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     # "auto": LiteRT when the bundle has encoder.tflite, else TensorFlow.
     encoder_runtime: Literal["auto", "litert", "tensorflow"] = "auto"
+    # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
+    blas_threads: int = Field(1, ge=1)
     default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)
     # Longest a request may wait for its captions; also bounds the drain on shutdown.
     request_timeout_s: float = Field(30.0, gt=0)

@@ -8,9 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.util import find_spec
+from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from app.api.routes import router
 from app.config import Settings, get_settings
@@ -27,6 +32,19 @@ logger = logging.getLogger(__name__)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # Routes other than the uploads take no body worth speaking of.
 SMALL_BODY_BYTES = 64 * 1024
+# Swagger UI's JavaScript and CSS, served from the installed swagger-ui-py package: FastAPI's
+# default /docs loads them from a CDN and is a blank page on a machine without internet access.
+# (swagger-ui-bundle ships Swagger UI 4, which cannot render FastAPI's OpenAPI 3.1.) The folder
+# is found without importing the package, which would pull in its web-framework adapters.
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def _swagger_ui_dir() -> Path:
+    spec = find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: run `make install`")
+    return Path(spec.submodule_search_locations[0]) / "static"
+
 
 DESCRIPTION = """
 Captions photos with an EfficientNet-Lite0 encoder and an attention LSTM decoder.
@@ -43,7 +61,9 @@ def create_app(
     """Build the app. `predictor_factory(artifacts_dir)` defaults to the real model loader."""
     settings = settings or get_settings()
     metrics = Metrics()
-    factory = predictor_factory or real_predictor_factory(settings.encoder_runtime)
+    factory = predictor_factory or real_predictor_factory(
+        settings.encoder_runtime, settings.blas_threads
+    )
     service = CaptionService(settings, metrics, factory)
 
     @asynccontextmanager
@@ -59,11 +79,14 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # replaced by the self-hosted page below
+        redoc_url=None,  # ReDoc has no offline bundle here; /docs is the documentation
     )
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    _add_offline_docs(app)
 
     def body_limit(path: str) -> int:
         if path == "/caption":
@@ -80,6 +103,28 @@ def create_app(
         RequestContextMiddleware, metrics=metrics, service=service, routes=app.router.routes
     )
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs as FastAPI builds it, but with Swagger UI's assets served by this app."""
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=_swagger_ui_dir()), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a path-prefix proxy
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon-32x32.png",
+            oauth2_redirect_url=root + redirect_url,
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 app = create_app()

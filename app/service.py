@@ -61,10 +61,17 @@ class SelfTestError(RuntimeError):
     """The model loaded but computes nonsense (NaN features, no caption): do not serve it."""
 
 
-def real_predictor_factory(encoder_runtime: str = "auto") -> PredictorFactory:
+def real_predictor_factory(
+    encoder_runtime: str = "auto", blas_threads: int = 1
+) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
+        from threadpoolctl import threadpool_limits
+
         from captioning.predictor import CaptionPredictor
 
+        # Decoding multiplies small matrices: extra BLAS threads only spin and, with other
+        # threads busy, made one caption 30x slower (measured). Process-wide on purpose.
+        threadpool_limits(blas_threads, user_api="blas")
         return CaptionPredictor.from_artifacts(path, encoder_runtime=encoder_runtime)
 
     return load

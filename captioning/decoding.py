@@ -292,8 +292,8 @@ def _collect_beams(
         hypotheses = []
         for beam in range(history.shape[1]):
             log_prob = float(beam_log_prob[image, beam])
-            if not np.isfinite(log_prob):
-                continue
+            if not np.isfinite(log_prob) and hypotheses:
+                continue  # a beam that never came alive (tiny vocabulary); keep at least one
             words = _words_until_end(history[image, beam])
             hypotheses.append(
                 Hypothesis(

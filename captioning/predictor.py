@@ -92,11 +92,16 @@ class CaptionPredictor:
         return cls(load_bundle(path, load_tflite=encoder_runtime != "tensorflow"), encoder_runtime)
 
     def warmup(self) -> None:
-        """Run every path once so the first request pays no tracing or allocation cost."""
+        """Run every path once, so the first request pays no tracing or allocation cost, and
+        check the outputs: a model that computes NaN or no caption must not start serving."""
         pixels = np.full((1, self.input_size, self.input_size, 3), 127.0, np.float32)
         encoded = self.encode(pixels)
-        self.generate(encoded, DecodeOptions(beam_size=1))
-        self.generate(encoded, DecodeOptions(beam_size=DEFAULT_BEAM_SIZE))
+        if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
+            raise ArtifactError(f"the {self.encoder.name} encoder computes non-finite features")
+        for beam_size in (1, DEFAULT_BEAM_SIZE):
+            captions = self.generate(encoded, DecodeOptions(beam_size=beam_size))
+            if not captions[0] or not np.isfinite(captions[0][0].log_prob):
+                raise ArtifactError(f"the decoder gives no valid caption at beam size {beam_size}")
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         return to_model_batch(images, self.input_size)

@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--output", type=Path, default=Path("work/eval"))
 
+    export = commands.add_parser(
+        "export-tflite", help="(re)export the encoder of an artifacts folder for LiteRT"
+    )
+    export.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+
     caption = commands.add_parser("caption", help="caption image files and folders offline")
     caption.add_argument("paths", type=Path, nargs="+")
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -116,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.limit,
             )
             print(json.dumps(summary, indent=2))
+        elif args.command == "export-tflite":
+            from captioning.bundle import load_bundle
+            from captioning.runtime import export_tflite
+
+            bundle = load_bundle(args.artifacts, load_tflite=False)
+            bundle.tflite_encoder = export_tflite(bundle.encoder)
+            bundle.save(args.artifacts)
         else:
             from training.evaluate import write_caption_jsonl
 

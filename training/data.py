@@ -12,7 +12,7 @@ Kaggle layout::
     ROOT/captions.txt                               CSV with header "image,caption"
 
 The Kaggle copy has no official split files; its images are split deterministically by name
-hash into the official sizes (6000 train / 1000 dev / rest test).
+hash in the official proportions (6000 train / 1000 dev / 1091 test of 8091).
 """
 
 from __future__ import annotations
@@ -184,8 +184,15 @@ def _read_original_splits(
 
 
 def _hash_splits(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Official proportions (6000 / 1000 / 1091 of 8091 images), by a stable hash of the name."""
     ordered = sorted(captions, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
-    return {"train": ordered[:6000], "dev": ordered[6000:7000], "test": ordered[7000:]}
+    train_end = round(len(ordered) * 6000 / 8091)
+    dev_end = train_end + round(len(ordered) * 1000 / 8091)
+    return {
+        "train": ordered[:train_end],
+        "dev": ordered[train_end:dev_end],
+        "test": ordered[dev_end:],
+    }
 
 
 def _build_split(

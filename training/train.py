@@ -38,7 +38,7 @@ CHECKPOINT_FILE = "model_checkpoint.keras"
 FINAL_FILE = "model_final.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_FILE = "train_state.json"
-LENGTH_BUCKET = 8  # captions are padded to a multiple of this: few shapes, few retraces
+LENGTH_BUCKET = 4  # steps are padded to a multiple of this: few shapes, few retraces
 
 
 @dataclass
@@ -93,22 +93,43 @@ def encode_captions(
 
 
 class CaptionBatches(keras.utils.PyDataset):
-    """Shuffled batches of images with all their captions: ((grid, pooled, inputs), targets)."""
+    """Shuffled batches of images with all their captions: ((grid, pooled, inputs), targets).
+
+    Images are shuffled, then sorted by caption length within pools of `POOL_BATCHES` batches,
+    so that a batch pads its captions to a similar length: on a CPU the padded steps cost as
+    much as real ones, and this cuts an epoch by about a third.
+    """
+
+    POOL_BATCHES = 16
 
     def __init__(self, features: Features, captions: np.ndarray, batch_images: int, seed: int):
         super().__init__()
         self.features, self.captions, self.batch_images = features, captions, batch_images
+        self.lengths = (captions != PAD_ID).sum(axis=2).max(axis=1)
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(captions))
+        self.batches = self._plan()
+
+    def _plan(self) -> list[np.ndarray]:
+        order = self.rng.permutation(len(self.captions))
+        pool = self.batch_images * self.POOL_BATCHES
+        batches = []
+        for start in range(0, len(order), pool):
+            part = order[start : start + pool]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [
+                part[i : i + self.batch_images] for i in range(0, len(part), self.batch_images)
+            ]
+        self.rng.shuffle(batches)
+        return batches
 
     def __len__(self) -> int:
-        return math.ceil(len(self.captions) / self.batch_images)
+        return len(self.batches)
 
     def __getitem__(self, index: int):
-        rows = np.sort(self.order[index * self.batch_images : (index + 1) * self.batch_images])
+        rows = np.sort(self.batches[index])
         captions = self.captions[rows]
-        used = int((captions != PAD_ID).sum(axis=2).max())
-        length = min(captions.shape[2], math.ceil(used / LENGTH_BUCKET) * LENGTH_BUCKET + 1)
+        used = int(self.lengths[rows].max())
+        length = min(captions.shape[2], math.ceil((used - 1) / LENGTH_BUCKET) * LENGTH_BUCKET + 1)
         captions = captions[:, :, :length]
         inputs, targets = captions[:, :, :-1], captions[:, :, 1:]
         grid = np.asarray(self.features.grid[rows], np.float32)
@@ -116,7 +137,7 @@ class CaptionBatches(keras.utils.PyDataset):
         return (grid, pooled, inputs), targets.reshape(-1, targets.shape[-1])
 
     def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.captions))
+        self.batches = self._plan()
 
 
 def _keep_readable(split: Split, features: Features) -> tuple[Split, Features]:
@@ -236,6 +257,9 @@ def compile_decoder(model: keras.Model, config: TrainConfig) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
         loss=masked_caption_loss(config.label_smoothing),
+        # Keras defaults to XLA ("auto") on TensorFlow: on a CPU it is several times slower
+        # than plain graph mode, and it recompiles for every caption-length bucket.
+        jit_compile=False,
     )
 
 
@@ -318,6 +342,7 @@ def train(config: TrainConfig) -> dict:
                 safe_mode=True,
                 custom_objects={"masked_caption_loss": masked_caption_loss(config.label_smoothing)},
             )
+            decoder.jit_compile = False  # see compile_decoder
             logger.info(
                 "resuming after epoch %d (best dev CIDEr %.4f at epoch %d)",
                 state["epoch"],
