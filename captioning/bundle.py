@@ -73,7 +73,7 @@ def write_json(path: Path, data: dict) -> None:
 
 @dataclass
 class ArtifactBundle:
-    encoder: keras.Model
+    encoder: keras.Model | None  # None when loaded for LiteRT only
     decoder: keras.Model
     vocabulary: Vocabulary
     manifest: dict
@@ -137,8 +137,14 @@ def verify_files(directory: Path, manifest: dict) -> None:
             )
 
 
-def load_bundle(directory: Path | str, load_tflite: bool = True) -> ArtifactBundle:
-    """Read and verify a bundle; every failure is an ArtifactError naming the file."""
+def load_bundle(
+    directory: Path | str, load_tflite: bool = True, keras_encoder: bool = True
+) -> ArtifactBundle:
+    """Read and verify a bundle; every failure is an ArtifactError naming the file.
+
+    `keras_encoder=False` skips building `encoder.keras` when `encoder.tflite` is there to
+    encode with (its hash is still checked): a faster start and a smaller process.
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     verify_files(directory, manifest)
@@ -146,7 +152,10 @@ def load_bundle(directory: Path | str, load_tflite: bool = True) -> ArtifactBund
         vocabulary = Vocabulary.load(directory / TOKENIZER)
     except Exception as exc:
         raise ArtifactError(f"{directory / TOKENIZER} cannot be loaded: {exc}") from exc
-    encoder = _load_keras(directory / ENCODER_KERAS)
+    tflite = None
+    if load_tflite and ENCODER_TFLITE in manifest.get("files", {}):
+        tflite = (directory / ENCODER_TFLITE).read_bytes()
+    encoder = _load_keras(directory / ENCODER_KERAS) if keras_encoder or tflite is None else None
     decoder = _load_keras(directory / DECODER_KERAS)
     expected_vocab = manifest.get("vocabulary", {}).get("size")
     if expected_vocab != len(vocabulary):
@@ -154,9 +163,6 @@ def load_bundle(directory: Path | str, load_tflite: bool = True) -> ArtifactBund
             f"{directory / TOKENIZER} has {len(vocabulary)} words "
             f"but {MANIFEST} says {expected_vocab}"
         )
-    tflite = None
-    if load_tflite and ENCODER_TFLITE in manifest.get("files", {}):
-        tflite = (directory / ENCODER_TFLITE).read_bytes()
     return ArtifactBundle(encoder, decoder, vocabulary, manifest, tflite)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
 from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
 from captioning.images import to_model_batch
-from captioning.runtime import EncoderRuntime, make_encoder_runtime
+from captioning.runtime import EncoderRuntime, litert_available, make_encoder_runtime
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult
 
@@ -89,7 +89,11 @@ class CaptionPredictor:
     @classmethod
     def from_artifacts(cls, path: Path | str, encoder_runtime: str = "auto") -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
-        return cls(load_bundle(path, load_tflite=encoder_runtime != "tensorflow"), encoder_runtime)
+        litert = encoder_runtime != "tensorflow" and litert_available()
+        bundle = load_bundle(
+            path, load_tflite=encoder_runtime != "tensorflow", keras_encoder=not litert
+        )
+        return cls(bundle, encoder_runtime)
 
     def warmup(self) -> None:
         """Run every path once, so the first request pays no tracing or allocation cost, and

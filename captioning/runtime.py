@@ -7,6 +7,7 @@ model stays the source of truth (and the fallback).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Protocol
@@ -68,8 +69,12 @@ class LiteRTEncoder:
         )
 
 
+def litert_available() -> bool:
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
 def make_encoder_runtime(
-    model: keras.Model, tflite: bytes | None, preferred: str = "auto"
+    model: keras.Model | None, tflite: bytes | None, preferred: str = "auto"
 ) -> EncoderRuntime:
     """`preferred`: "auto" (LiteRT when available), "litert" or "tensorflow"."""
     if preferred not in ("auto", "litert", "tensorflow"):
@@ -83,6 +88,8 @@ def make_encoder_runtime(
             logger.warning("ai-edge-litert is not installed; encoding with TensorFlow")
     elif preferred == "litert":
         raise ValueError("the artifacts have no encoder.tflite for the LiteRT runtime")
+    if model is None:
+        raise ValueError("no Keras encoder was loaded to fall back on")
     return KerasEncoder(model)
 
 

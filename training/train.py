@@ -332,6 +332,10 @@ def train(config: TrainConfig) -> dict:
         return CaptionPredictor(bundle, encoder_runtime="tensorflow")
 
     strategy = make_strategy(config.strategy)
+    logger.info(
+        "distribution: %s with %d replica(s)", config.strategy, strategy.num_replicas_in_sync
+    )
+    manifest_base["training"]["replicas"] = strategy.num_replicas_in_sync
     checkpoint_dir = config.work_dir / "checkpoints"
     state = {"epoch": 0, "best_cider": -1.0, "best_epoch": 0, "stale_epochs": 0, "history": []}
     with strategy.scope():
