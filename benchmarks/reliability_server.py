@@ -1,0 +1,333 @@
+"""A real server process under load, overload and SIGTERM: shared by tests and `reliability`.
+
+The server is started exactly as the container starts it (`uvicorn app.main:app` with a graceful
+shutdown timeout), on 127.0.0.1 and a free port, with `CAPTIONER_*` settings from the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.server import HOST, REPO_ROOT, free_port, rss_mb
+from benchmarks.stats import percentile
+
+READY_TIMEOUT_S = 240.0  # TensorFlow's import alone takes a while on a busy 2-core machine
+GRACEFUL_SHUTDOWN_S = 30  # as the Dockerfile's CMD
+REQUEST_TIMEOUT_S = 60.0
+RSS_SAMPLE_S = 1.0
+# Lines uvicorn logs when its shutdown ran to the end (lifespan drained, process finished).
+SHUTDOWN_COMPLETE = "Application shutdown complete"
+# uvicorn (>= 0.29) re-raises the signal it caught once it has shut down gracefully, so a server
+# stopped by SIGTERM ends "killed by SIGTERM" (-15 here, 143 in a shell) after a clean exit path.
+CLEAN_SIGTERM_EXITS = frozenset({0, -signal.SIGTERM})
+
+
+class ServerProcess:
+    """`python -m uvicorn app.main:app` in a subprocess, its output in `log_path`."""
+
+    def __init__(
+        self, artifacts: Path, log_path: Path, settings: Mapping[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}"
+        self.log_path = log_path
+        env = dict(os.environ)
+        env.update(
+            CAPTIONER_ARTIFACTS_DIR=str(Path(artifacts).resolve()),
+            CAPTIONER_HOST=HOST,
+            CAPTIONER_PORT=str(self.port),
+            CAPTIONER_LOG_LEVEL="WARNING",
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        env.update(
+            {f"CAPTIONER_{key.upper()}": str(value) for key, value in (settings or {}).items()}
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            str(GRACEFUL_SHUTDOWN_S),
+        ]
+        self._log = log_path.open("wb")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Seconds from the process start until GET /ready answered 200."""
+        deadline = self.started + timeout_s
+        with httpx.Client(base_url=self.base_url, timeout=5.0) as client:
+            while time.perf_counter() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with {self.process.returncode} before it was ready:"
+                        f"\n{self.log_text()[-3000:]}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/ready").status_code == 200:
+                        return time.perf_counter() - self.started
+                time.sleep(0.1)
+        raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s")
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.process.pid)
+
+    def stop(self, timeout_s: float = GRACEFUL_SHUTDOWN_S + 15) -> int:
+        """SIGTERM (as `docker stop`), SIGKILL if it hangs; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def running_server(
+    artifacts: Path, log_dir: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(artifacts, log_dir / f"server-{time.time_ns()}.log", settings)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)  # "200", "503", "ConnectError"...
+    latencies_ms: list[float] = field(default_factory=list)  # of the 200 answers
+    overloaded_without_retry_after: int = 0
+    unexpected_bodies: list[str] = field(default_factory=list)  # first few, for the report
+    rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)  # (second, MB)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        """Anything but 200, and 503s that lack their Retry-After."""
+        return self.requests - self.statuses["200"]
+
+    def summary(self) -> dict[str, Any]:
+        latencies = self.latencies_ms
+        result: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "seconds": round(self.seconds, 1),
+            "requests": self.requests,
+            "statuses": dict(sorted(self.statuses.items())),
+            "requests_per_s": round(self.requests / self.seconds, 2) if self.seconds else 0.0,
+            "overloaded_without_retry_after": self.overloaded_without_retry_after,
+        }
+        if latencies:
+            result["latency_ms"] = {
+                f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 95, 99)
+            } | {"max": round(max(latencies), 1)}
+        if self.rss_samples_mb:
+            values = [mb for _, mb in self.rss_samples_mb]
+            result["rss_mb"] = {
+                "first": round(values[0], 1),
+                "last": round(values[-1], 1),
+                "min": round(min(values), 1),
+                "max": round(max(values), 1),
+                "samples": len(values),
+            }
+        return result
+
+
+def rss_growth_mb(samples: list[tuple[float, float]]) -> float:
+    """Memory growth across a run: median of the last third minus that of the first third.
+
+    Medians of thirds, not last minus first: batches come and go, and a single sample can
+    land on a momentary peak. A leak shows up as a steady climb that this still catches."""
+    values = [mb for _, mb in samples]
+    third = max(1, len(values) // 3)
+    return percentile(values[-third:], 50) - percentile(values[:third], 50)
+
+
+async def _post_image(client: httpx.AsyncClient, image: bytes) -> httpx.Response:
+    return await client.post(
+        "/caption",
+        files={"file": ("photo.jpg", image, "image/jpeg")},
+        data={"beam_size": "3"},
+    )
+
+
+async def run_load(
+    base_url: str,
+    images: list[bytes],
+    concurrency: int,
+    seconds: float,
+    pid: int | None = None,
+) -> LoadResult:
+    """`concurrency` clients post images back to back for `seconds`; RSS of `pid` is sampled."""
+    result = LoadResult(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    started = time.perf_counter()
+    deadline = started + seconds
+    issued = 0
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal issued
+        while time.perf_counter() < deadline:
+            image = images[issued % len(images)]
+            issued += 1
+            sent = time.perf_counter()
+            try:
+                response = await _post_image(client, image)
+            except httpx.HTTPError as exc:
+                result.statuses[type(exc).__name__] += 1
+                continue
+            status = str(response.status_code)
+            result.statuses[status] += 1
+            if response.status_code == 200:
+                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+            elif response.status_code == 503 and _overloaded(response):
+                if not response.headers.get("Retry-After", "").isdigit():
+                    result.overloaded_without_retry_after += 1
+                # Back off as a well-behaved client would, but briefly: we want pressure.
+                await asyncio.sleep(0.05)
+            elif len(result.unexpected_bodies) < 5:
+                result.unexpected_bodies.append(f"{status}: {response.text[:300]}")
+
+    async def sample_rss() -> None:
+        while pid is not None and time.perf_counter() < deadline:
+            result.rss_samples_mb.append((time.perf_counter() - started, rss_mb(pid)))
+            await asyncio.sleep(RSS_SAMPLE_S)
+
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
+    ) as client:
+        await asyncio.gather(sample_rss(), *(client_loop(client) for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _overloaded(response: httpx.Response) -> bool:
+    with contextlib.suppress(ValueError, AttributeError):
+        return response.json()["error"]["code"] == "overloaded"
+    return False
+
+
+# --- SIGTERM under load ---------------------------------------------------------------------------
+
+
+@dataclass
+class SigtermResult:
+    in_flight: Counter[str] = field(default_factory=Counter)  # requests sent before SIGTERM
+    after: Counter[str] = field(default_factory=Counter)  # requests sent after it
+    exit_code: int | None = None
+    shutdown_complete: bool = False
+    seconds_to_exit: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "in_flight": dict(self.in_flight),
+            "after_sigterm": dict(self.after),
+            "exit_code": self.exit_code,
+            "shutdown_complete_logged": self.shutdown_complete,
+            "seconds_to_exit": round(self.seconds_to_exit, 2),
+        }
+
+
+def _outcome(response: httpx.Response | BaseException) -> str:
+    if isinstance(response, httpx.Response):
+        return str(response.status_code)
+    return type(response).__name__
+
+
+async def sigterm_under_load(
+    server: ServerProcess, images: list[bytes], in_flight: int, late_requests: int
+) -> SigtermResult:
+    """Send `in_flight` requests, SIGTERM the server while it is serving them, then try
+    `late_requests` more on new connections, and wait for the process to exit.
+
+    Run the server with `max_batch_size=1`: images then queue one behind the other, and the
+    queue depth in /metrics shows that the server has received the requests before the signal.
+    """
+    result = SigtermResult()
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=0)
+    async with httpx.AsyncClient(
+        base_url=server.base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
+    ) as client:
+        tasks = [
+            asyncio.create_task(_post_image(client, images[i % len(images)]))
+            for i in range(in_flight)
+        ]
+        await _wait_for_queue(server.base_url, max(1, in_flight // 2))
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.perf_counter()
+        await asyncio.sleep(0.2)  # uvicorn closes its listening socket first thing
+        late: list[httpx.Response | BaseException] = []
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as fresh:
+            for i in range(late_requests):
+                try:
+                    late.append(await _post_image(fresh, images[i % len(images)]))
+                except httpx.HTTPError as exc:
+                    late.append(exc)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    result.in_flight.update(_outcome(o) for o in outcomes)
+    result.after.update(_outcome(o) for o in late)
+    loop = asyncio.get_running_loop()
+    result.exit_code = await loop.run_in_executor(None, server.process.wait, 60)
+    result.seconds_to_exit = time.perf_counter() - signalled
+    result.shutdown_complete = SHUTDOWN_COMPLETE in server.log_text()
+    return result
+
+
+async def _wait_for_queue(base_url: str, depth: int, timeout_s: float = 60.0) -> None:
+    """Poll /metrics until at least `depth` images wait for the model."""
+    deadline = time.perf_counter() + timeout_s
+    async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as probe:
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                value = _metric((await probe.get("/metrics")).text, "captioner_queue_depth")
+                if value is not None and value >= depth:
+                    return
+            await asyncio.sleep(0.01)
+    raise TimeoutError(f"the queue never reached {depth} images")
+
+
+def _metric(text: str, name: str) -> float | None:
+    """The value of an unlabelled sample in Prometheus text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
