@@ -124,6 +124,21 @@ def _only_end(log_probs: np.ndarray) -> np.ndarray:
     return forced
 
 
+def _block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) -> None:
+    """Forbid, per row, any word that would repeat an n-gram already in that row's caption.
+
+    Small captioners loop ("a man in a yellow shirt and a yellow shirt and ..."); banning a
+    repeated trigram is the standard cure, and it costs a short scan per row and step.
+    """
+    if n < 2 or history.shape[1] < n - 1:
+        return
+    for row, sequence in enumerate(history.tolist()):
+        prefix = sequence[len(sequence) - n + 1 :]
+        for start in range(len(sequence) - n + 1):
+            if sequence[start : start + n - 1] == prefix:
+                log_probs[row, sequence[start + n - 1]] = NEG_INF
+
+
 def _length_score(log_prob: float, length: int, length_penalty: float) -> float:
     return float(log_prob / max(length, 1) ** length_penalty)
 
@@ -135,6 +150,7 @@ def greedy_decode(
     max_length: int,
     return_attention: bool = False,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of images."""
     stepper = _Stepper(weights, grid, pooled)
@@ -150,6 +166,8 @@ def greedy_decode(
         log_probs, h, c, attention = stepper.step(tokens, h, c, beams=1)
         if step == max_length:
             log_probs = _only_end(log_probs)
+        elif no_repeat_ngram and generated:
+            _block_repeated_ngrams(log_probs, np.stack(generated, 1), no_repeat_ngram)
         tokens = log_probs.argmax(axis=1)
         log_prob += np.where(done, 0.0, log_probs[rows, tokens])
         tokens = np.where(done, PAD_ID, tokens)
@@ -208,6 +226,7 @@ def beam_search(
     num_results: int = 1,
     length_penalty: float = 0.5,
     return_attention: bool = False,
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """n-best captions per image, ranked by log_prob / length ** length_penalty.
 
@@ -237,6 +256,8 @@ def beam_search(
         log_probs, h, c, attention = stepper.step(tokens, h, c, beams=beam_size)
         if step == max_length:
             log_probs = _only_end(log_probs)
+        elif no_repeat_ngram:
+            _block_repeated_ngrams(log_probs, history.reshape(rows, -1), no_repeat_ngram)
         log_probs = log_probs.reshape(batch, beam_size, vocab).astype(np.float64)
         log_probs = np.where(finished[..., None], finished_row, log_probs)
         candidates = (beam_log_prob[..., None] + log_probs).reshape(batch, -1)

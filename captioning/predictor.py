@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 MAX_BEAM_SIZE = 10
 DEFAULT_BEAM_SIZE = 3
 DEFAULT_LENGTH_PENALTY = 0.5
+DEFAULT_NO_REPEAT_NGRAM = 3
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class DecodeOptions:
     num_captions: int = 1  # n-best, at most beam_size
     return_attention: bool = False
     length_penalty: float | None = None  # None: the manifest's; score = log_prob / len**penalty
+    no_repeat_ngram: int | None = None  # None: the manifest's; 0 allows repeated n-grams
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
@@ -68,6 +70,9 @@ class CaptionPredictor:
             self.max_length = int(self.manifest["decoder"]["max_length"])
             self.length_penalty = float(
                 self.manifest["decoder"].get("length_penalty", DEFAULT_LENGTH_PENALTY)
+            )
+            self.no_repeat_ngram = int(
+                self.manifest["decoder"].get("no_repeat_ngram", DEFAULT_NO_REPEAT_NGRAM)
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest.json lacks a required field: {exc}") from exc
@@ -118,29 +123,20 @@ class CaptionPredictor:
         """n-best captions for each encoded image, best first."""
         max_length = min(options.max_length or self.max_length, self.max_length)
         penalty = self.length_penalty if options.length_penalty is None else options.length_penalty
+        ngram = self.no_repeat_ngram if options.no_repeat_ngram is None else options.no_repeat_ngram
         if options.beam_size == 1:
             hypotheses = [
                 [hyp]
                 for hyp in greedy_decode(
-                    self.weights,
-                    encoded.grid,
-                    encoded.pooled,
-                    max_length,
-                    options.return_attention,
-                    penalty,
+                    self.weights, encoded.grid, encoded.pooled, max_length,
+                    options.return_attention, penalty, ngram,
                 )
-            ]
+            ]  # fmt: skip
         else:
             hypotheses = beam_search(
-                self.weights,
-                encoded.grid,
-                encoded.pooled,
-                options.beam_size,
-                max_length,
-                options.num_captions,
-                penalty,
-                options.return_attention,
-            )
+                self.weights, encoded.grid, encoded.pooled, options.beam_size, max_length,
+                options.num_captions, penalty, options.return_attention, ngram,
+            )  # fmt: skip
         return [tuple(self._to_caption(h) for h in per_image) for per_image in hypotheses]
 
     def caption_images(

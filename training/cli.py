@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--time-budget-minutes", type=float, default=None)
     train.add_argument("--batch-images", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument(
+        "--epoch-lr-decay", type=float, default=1.0, help="learning rate x this after each epoch"
+    )
     train.add_argument("--label-smoothing", type=float, default=0.1)
     train.add_argument("--min-word-count", type=int, default=5)
     train.add_argument("--hidden-dim", type=int, default=512)
@@ -54,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam-size", type=int, default=3)
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--output", type=Path, default=Path("work/eval"))
+    evaluate.add_argument(
+        "--update-manifest",
+        action="store_true",
+        help="record these dev metrics (and the decoding settings used) in the manifest",
+    )
 
     export = commands.add_parser(
         "export-tflite", help="(re)export the encoder of an artifacts folder for LiteRT"
@@ -66,6 +74,23 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
     caption.add_argument("--beam-size", type=int, default=3)
     return parser
+
+
+def record_metrics(artifacts: Path, predictor, summary: dict) -> None:
+    """Write an evaluation into manifest.json (the hashes it holds cover the other files only)."""
+    from captioning.bundle import MANIFEST, read_manifest, write_json
+
+    manifest = read_manifest(artifacts)
+    manifest["decoder"]["length_penalty"] = predictor.length_penalty
+    manifest["decoder"]["no_repeat_ngram"] = predictor.no_repeat_ngram
+    manifest.setdefault("metrics", {})[summary["split"]] = {
+        "beam_size": summary["beam_size"],
+        "images": summary["images"],
+        **summary["metrics"],
+        "measured_with": "python -m training evaluate (image files, service preprocessing)",
+    }
+    write_json(artifacts / MANIFEST, manifest)
+    logger.info("recorded %s metrics in %s", summary["split"], artifacts / MANIFEST)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 time_budget_minutes=args.time_budget_minutes,
                 batch_images=args.batch_images,
                 learning_rate=args.learning_rate,
+                epoch_lr_decay=args.epoch_lr_decay,
                 label_smoothing=args.label_smoothing,
                 min_word_count=args.min_word_count,
                 hidden_dim=args.hidden_dim,
@@ -120,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.output,
                 args.limit,
             )
+            if args.update_manifest:
+                record_metrics(args.artifacts, predictor, summary)
             print(json.dumps(summary, indent=2))
         elif args.command == "export-tflite":
             from captioning.bundle import load_bundle

@@ -57,6 +57,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     learning_rate: float = 1e-3
     lr_decay: float = 0.5  # applied whenever dev CIDEr does not improve
+    epoch_lr_decay: float = 1.0  # applied after every epoch (1.0: constant between plateaus)
     min_learning_rate: float = 1e-5
     clipnorm: float = 5.0
     batch_images: int = 32
@@ -66,6 +67,7 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     eval_beam_size: int = 3
     length_penalty: float = 0.5
+    no_repeat_ngram: int = 3  # decoding never repeats a trigram (0: off); chosen on dev
     seed: int = 42
     resume: bool = False
     export_tflite: bool = True
@@ -215,16 +217,17 @@ class DevSelection(keras.callbacks.Callback):
             "%(dev_CIDEr).4f (%(distinct_words)d words) lr %(learning_rate).2e",
             record,
         )
+        decay = self.config.epoch_lr_decay
         if cider > self.state["best_cider"]:
             self.state.update(best_cider=cider, best_epoch=epoch + 1, stale_epochs=0)
             atomic_write(self.checkpoint_dir / BEST_WEIGHTS_FILE, self.model.save_weights)
         else:
             self.state["stale_epochs"] += 1
-            new_lr = max(
-                record["learning_rate"] * self.config.lr_decay, self.config.min_learning_rate
-            )
+            decay *= self.config.lr_decay
+            logger.info("dev CIDEr did not improve: learning rate x %.2f", self.config.lr_decay)
+        if decay != 1.0:
+            new_lr = max(record["learning_rate"] * decay, self.config.min_learning_rate)
             self.model.optimizer.learning_rate.assign(new_lr)
-            logger.info("dev CIDEr did not improve: learning rate -> %.2e", new_lr)
         self.state["epoch"] = epoch + 1
         # Model + optimizer first, then the state that points at it: a crash in between
         # resumes from the previous epoch's state and loses nothing already recorded.
@@ -441,6 +444,7 @@ def _manifest(
             "architecture": "LSTM, state from pooled features, attention over the grid",
             "max_length": max_words,
             "length_penalty": config.length_penalty,
+            "no_repeat_ngram": config.no_repeat_ngram,
             "default_beam_size": config.eval_beam_size,
         },
         "vocabulary": {"size": len(vocabulary), "min_count": config.min_word_count},

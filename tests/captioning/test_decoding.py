@@ -99,3 +99,20 @@ def test_numpy_step_matches_the_keras_model(features):
     expected = sum(restricted[t, np.searchsorted(allowed, w)] for t, w in enumerate(targets))
     if len(hyp.token_ids) < 8:
         assert hyp.log_prob == pytest.approx(expected, rel=1e-4)
+
+
+def _has_repeated_trigram(ids: tuple[int, ...]) -> bool:
+    trigrams = [ids[i : i + 3] for i in range(len(ids) - 2)]
+    return len(trigrams) != len(set(trigrams))
+
+
+def test_repeated_trigrams_can_be_blocked(weights, features):
+    grid, pooled = features
+    free = beam_search(weights, grid, pooled, 4, 20, 4, no_repeat_ngram=0)
+    blocked = beam_search(weights, grid, pooled, 4, 20, 4, no_repeat_ngram=3)
+    assert any(_has_repeated_trigram(h.token_ids) for hyps in free for h in hyps), "no loops"
+    assert not any(_has_repeated_trigram(h.token_ids) for hyps in blocked for h in hyps)
+    greedy = greedy_decode(weights, grid, pooled, 20, no_repeat_ngram=3)
+    assert not any(_has_repeated_trigram(h.token_ids) for h in greedy)
+    beam_one = beam_search(weights, grid, pooled, 1, 20, length_penalty=0.0, no_repeat_ngram=3)
+    assert [h.token_ids for h in greedy] == [b[0].token_ids for b in beam_one]
