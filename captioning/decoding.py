@@ -25,12 +25,13 @@ NEG_INF = np.float32(-1e9)
 class DecoderWeights:
     """The decoder's parameters as float32 NumPy arrays."""
 
-    embedding: np.ndarray  # (V, E)
+    # Every word's LSTM input contribution, embedding @ W_input + bias, computed once:
+    # a row lookup per step instead of a matrix product.
+    word_gates: np.ndarray  # (V, 4H)
     init_h: tuple[np.ndarray, np.ndarray]  # (C, H), (H,)
     init_c: tuple[np.ndarray, np.ndarray]
     region_keys: tuple[np.ndarray, np.ndarray]  # (C, H), (H,)
-    lstm_kernel: np.ndarray  # (E + H, 4H): input and recurrent kernels stacked
-    lstm_bias: np.ndarray  # (4H,)
+    recurrent_kernel: np.ndarray  # (H, 4H)
     combine: tuple[np.ndarray, np.ndarray]  # (2H, H), (H,)
     logits: tuple[np.ndarray, np.ndarray]  # (H, V), (V,)
 
@@ -41,23 +42,23 @@ class DecoderWeights:
             return kernel.astype(np.float32), bias.astype(np.float32)
 
         kernel, recurrent, bias = model.get_layer(names.LSTM).get_weights()
+        embedding = model.get_layer(names.EMBEDDING).get_weights()[0].astype(np.float64)
         logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
         logit_bias = logit_bias.copy()
         logit_bias[list(BANNED_IDS)] = NEG_INF
         return cls(
-            embedding=model.get_layer(names.EMBEDDING).get_weights()[0].astype(np.float32),
+            word_gates=(embedding @ kernel + bias).astype(np.float32),
             init_h=dense(names.INIT_H),
             init_c=dense(names.INIT_C),
             region_keys=dense(names.REGION_KEYS),
-            lstm_kernel=np.concatenate([kernel, recurrent]).astype(np.float32),
-            lstm_bias=bias.astype(np.float32),
+            recurrent_kernel=recurrent.astype(np.float32),
             combine=dense(names.COMBINE),
             logits=(logit_kernel, logit_bias),
         )
 
     @property
     def hidden_dim(self) -> int:
-        return self.lstm_bias.shape[0] // 4
+        return self.recurrent_kernel.shape[0]
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class _Stepper:
         """
         w = self.w
         hidden = h.shape[1]
-        gates = np.concatenate([w.embedding[tokens], h], axis=1) @ w.lstm_kernel + w.lstm_bias
+        gates = w.word_gates[tokens] + h @ w.recurrent_kernel
         i = _sigmoid(gates[:, :hidden])
         f = _sigmoid(gates[:, hidden : 2 * hidden])
         g = np.tanh(gates[:, 2 * hidden : 3 * hidden])

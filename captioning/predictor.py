@@ -81,7 +81,7 @@ class CaptionPredictor:
             bundle.encoder, bundle.tflite_encoder, encoder_runtime
         )
         self.weights = DecoderWeights.from_model(bundle.decoder)
-        if self.weights.embedding.shape[0] != len(self.vocabulary):
+        if self.weights.word_gates.shape[0] != len(self.vocabulary):
             raise ArtifactError("decoder.keras and tokenizer.p disagree on the vocabulary size")
         logger.info(
             "model %s: %s encoder via %s, vocabulary %d",
