@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 DECODER_MODES = {"greedy": 1, "beam_3": 3, "beam_5": 5}
 DECODER_BATCHES = (1, 16)
+BLAS_THREADS = 1
 
 
 def caption_lengths(model: LoadedModel, encoded: Any, beam_size: int) -> list[int]:
@@ -29,12 +30,26 @@ def bench_decoder(
     model: LoadedModel, pixels: np.ndarray, repeats: int, calls: dict[int, int]
 ) -> dict[str, Any]:
     """ms per caption for every mode and batch size; features of len(pixels) >= 16 images."""
+    from threadpoolctl import threadpool_limits
+
+    # The service decodes with one BLAS thread (CAPTIONER_BLAS_THREADS); measure the same.
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        return _bench_decoder(model, pixels, repeats, calls)
+
+
+def _bench_decoder(
+    model: LoadedModel, pixels: np.ndarray, repeats: int, calls: dict[int, int]
+) -> dict[str, Any]:
     from captioning.predictor import DecodeOptions
 
     predictor = model.predictor
     encoded = predictor.encode(pixels)
     images = len(encoded)
-    results: dict[str, Any] = {"images": images, "max_length": int(predictor.max_length)}
+    results: dict[str, Any] = {
+        "images": images,
+        "max_length": int(predictor.max_length),
+        "blas_threads": BLAS_THREADS,
+    }
     samples: dict[tuple[str, int], list[float]] = {}
     for _ in range(repeats):
         for mode, beam in DECODER_MODES.items():

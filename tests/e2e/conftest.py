@@ -34,7 +34,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync_playwright keeps an event loop running in the main thread while it is
+# open, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         _unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
