@@ -22,7 +22,7 @@ TINY_TRAINING = {
     "learning_rate": 1e-2,
     "lr_decay": 1.0,
     "batch_images": 6,
-    "epochs": 16,
+    "epochs": 24,
     "patience": 1000,
     "eval_beam_size": 3,
 }

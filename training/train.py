@@ -141,6 +141,30 @@ class CaptionBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.batches = self._plan()
 
+    def as_dataset(self) -> tf.data.Dataset:
+        """A tf.data pipeline with the caption length left open in its signature.
+
+        Handing the PyDataset to Keras directly would make it guess the signature from the
+        first few batches; when those happen to share a length, a longer batch later crashes.
+        """
+        regions, channels = self.features.grid.shape[1:]
+        per_image = self.captions.shape[1]
+        signature = (
+            (
+                tf.TensorSpec((None, regions, channels), tf.float32),
+                tf.TensorSpec((None, channels), tf.float32),
+                tf.TensorSpec((None, per_image, None), tf.int32),
+            ),
+            tf.TensorSpec((None, None), tf.int32),
+        )
+
+        def generate():
+            for index in range(len(self)):
+                yield self[index]
+            self.on_epoch_end()
+
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+
 
 def _keep_readable(split: Split, features: Features) -> tuple[Split, Features]:
     """Drop (after reporting, in extract_features) images whose file could not be decoded."""
@@ -365,7 +389,7 @@ def train(config: TrainConfig) -> dict:
     selection = DevSelection(config, make_predictor, dev_split, dev_features, state, started)
     if state["epoch"] < config.epochs and not state["stale_epochs"] >= config.patience:
         decoder.fit(
-            batches,
+            batches.as_dataset(),
             epochs=config.epochs,
             initial_epoch=state["epoch"],
             callbacks=[selection],

@@ -66,16 +66,17 @@ def test_size_and_compression_do_not_change_the_caption_much(predictor):
         assert overlap >= 0.5, (sorted(reference), sorted(words))
 
 
-def test_exif_rotated_upload_is_captioned_like_the_upright_photo(predictor):
+def test_exif_rotated_upload_is_seen_upright(predictor):
+    """A phone photo stored sideways with an EXIF orientation tag is captioned upright."""
     photo = _photo("astronaut")
     stored = photo.transpose(Image.Transpose.ROTATE_90)  # what a phone writes, sideways
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display"
     upright_again = _jpeg_round_trip(stored, quality=95, exif=exif.tobytes())
     assert upright_again.size == photo.size
-    assert _caption(predictor, upright_again) == _caption(
-        predictor, _jpeg_round_trip(photo, quality=95)
-    )
+    difference = np.abs(np.asarray(upright_again, float) - np.asarray(photo, float)).mean()
+    assert difference < 8, difference
+    assert set(_caption(predictor, upright_again).split()) & PERSON_WORDS
 
 
 def test_different_photos_get_different_captions(predictor):
