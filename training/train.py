@@ -163,7 +163,9 @@ class CaptionBatches(keras.utils.PyDataset):
                 yield self[index]
             self.on_epoch_end()
 
-        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        # The batch count is fixed; saying so lets Keras size its epochs without a warning.
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
 
 
 def _keep_readable(split: Split, features: Features) -> tuple[Split, Features]:
