@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -21,11 +18,11 @@ from typing import Any
 
 import httpx
 
-from benchmarks.server import HOST, REPO_ROOT, free_port, rss_mb
+from benchmarks.server import ServerProcess, rss_mb
 from benchmarks.stats import percentile
 
 READY_TIMEOUT_S = 240.0  # TensorFlow's import alone takes a while on a busy 2-core machine
-GRACEFUL_SHUTDOWN_S = 30  # as the Dockerfile's CMD
+
 REQUEST_TIMEOUT_S = 60.0
 RSS_SAMPLE_S = 1.0
 # Lines uvicorn logs when its shutdown ran to the end (lifespan drained, process finished).
@@ -35,90 +32,13 @@ SHUTDOWN_COMPLETE = "Application shutdown complete"
 CLEAN_SIGTERM_EXITS = frozenset({0, -signal.SIGTERM})
 
 
-class ServerProcess:
-    """`python -m uvicorn app.main:app` in a subprocess, its output in `log_path`."""
-
-    def __init__(
-        self, artifacts: Path, log_path: Path, settings: Mapping[str, str] | None = None
-    ) -> None:
-        self.port = free_port()
-        self.base_url = f"http://{HOST}:{self.port}"
-        self.log_path = log_path
-        env = dict(os.environ)
-        env.update(
-            CAPTIONER_ARTIFACTS_DIR=str(Path(artifacts).resolve()),
-            CAPTIONER_HOST=HOST,
-            CAPTIONER_PORT=str(self.port),
-            CAPTIONER_LOG_LEVEL="WARNING",
-            TF_CPP_MIN_LOG_LEVEL="2",
-        )
-        env.update(
-            {f"CAPTIONER_{key.upper()}": str(value) for key, value in (settings or {}).items()}
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            str(GRACEFUL_SHUTDOWN_S),
-        ]
-        self._log = log_path.open("wb")
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
-        """Seconds from the process start until GET /ready answered 200."""
-        deadline = self.started + timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=5.0) as client:
-            while time.perf_counter() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"the server exited with {self.process.returncode} before it was ready:"
-                        f"\n{self.log_text()[-3000:]}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/ready").status_code == 200:
-                        return time.perf_counter() - self.started
-                time.sleep(0.1)
-        raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s")
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.process.pid)
-
-    def stop(self, timeout_s: float = GRACEFUL_SHUTDOWN_S + 15) -> int:
-        """SIGTERM (as `docker stop`), SIGKILL if it hangs; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
 @contextlib.contextmanager
 def running_server(
     artifacts: Path, log_dir: Path, settings: Mapping[str, str] | None = None
 ) -> Iterator[ServerProcess]:
     server = ServerProcess(artifacts, log_dir / f"server-{time.time_ns()}.log", settings)
     try:
-        server.wait_ready()
+        server.wait_ready(READY_TIMEOUT_S)
         yield server
     finally:
         server.stop()

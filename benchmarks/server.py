@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ UPLOAD_IMAGES = 8  # distinct JPEGs, sent in turn
 READY_TIMEOUT_S = 180.0
 READY_POLL_S = 0.05
 REQUEST_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
+GRACEFUL_SHUTDOWN_S = 30  # as the Dockerfile's CMD
 LOG_TAIL_CHARS = 3000
 
 
@@ -98,20 +98,28 @@ def rss_mb(pid: int) -> float:
     return sum(status_kib(p, "VmRSS") for p in [pid, *children_of(pid)]) * 1024 / 1e6
 
 
-class Server:
-    """One uvicorn process serving the app from `artifacts`, logging to a temporary file."""
+class ServerProcess:
+    """`python -m uvicorn app.main:app` in a subprocess on 127.0.0.1, its output in `log_path`.
 
-    def __init__(self, artifacts: Path, log_dir: Path) -> None:
+    The one server wrapper of both harnesses (`make bench` and `make reliability`).
+    """
+
+    def __init__(
+        self, artifacts: Path, log_path: Path, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
-        self.log_path = log_dir / f"server-{self.port}.log"
+        self.log_path = log_path
         env = dict(os.environ)
         env.update(
-            CAPTIONER_ARTIFACTS_DIR=str(artifacts.resolve()),
+            CAPTIONER_ARTIFACTS_DIR=str(Path(artifacts).resolve()),
             CAPTIONER_HOST=HOST,
             CAPTIONER_PORT=str(self.port),
             CAPTIONER_LOG_LEVEL="WARNING",
             TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        env.update(
+            {f"CAPTIONER_{key.upper()}": str(value) for key, value in (settings or {}).items()}
         )
         command = [
             sys.executable,
@@ -123,18 +131,23 @@ class Server:
             "--port",
             str(self.port),
             "--no-access-log",  # as `captioner-serve`: the app logs requests itself
+            "--timeout-graceful-shutdown",
+            str(GRACEFUL_SHUTDOWN_S),
         ]
-        self._log = self.log_path.open("wb")
+        self._log = log_path.open("wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
-    def log_tail(self) -> str:
+    def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self) -> str:
+        return self.log_text()[-LOG_TAIL_CHARS:]
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
         """Seconds from process start until GET /ready answered 200."""
@@ -158,21 +171,24 @@ class Server:
     def rss_mb(self) -> float:
         return rss_mb(self.process.pid)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = GRACEFUL_SHUTDOWN_S + 15) -> int:
+        """SIGTERM (as `docker stop`), SIGKILL if it hangs; returns the exit status."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(STOP_TIMEOUT_S)
+                self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                logger.warning("the server ignored SIGINT; killing it")
+                logger.warning("the server ignored SIGTERM; killing it")
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        return self.process.returncode
 
 
 @contextlib.contextmanager
-def running_server(artifacts: Path, log_dir: Path) -> Iterator[Server]:
-    server = Server(artifacts, log_dir)
+def running_server(artifacts: Path, log_dir: Path) -> Iterator[ServerProcess]:
+    """A started server (not yet ready: the benchmark times its start-up itself)."""
+    server = ServerProcess(artifacts, log_dir / f"server-{time.time_ns()}.log")
     try:
         yield server
     finally:
