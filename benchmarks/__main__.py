@@ -23,6 +23,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks.cli import split_parts
 from benchmarks.machine import describe_machine
 from benchmarks.report import write_reports
 from benchmarks.server import CONCURRENCY_LEVELS, LoadPlan
@@ -87,10 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(PARTS)} (default: all)",
     )
     args = parser.parse_args(argv)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
-    if unknown:
-        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    args.parts = split_parts(parser, args.parts, PARTS)
     return args
 
 

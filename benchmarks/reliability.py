@@ -30,6 +30,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks.cli import split_parts
 from benchmarks.images import jpeg_set
 from benchmarks.machine import describe_machine
 from benchmarks.reliability_server import (
@@ -361,10 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS)
     )
     args = parser.parse_args(argv)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
-    if unknown:
-        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    args.parts = split_parts(parser, args.parts, PARTS)
     return args
 
 
