@@ -38,6 +38,8 @@ CHECKPOINT_FILE = "model_checkpoint.keras"
 FINAL_FILE = "model_final.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_FILE = "train_state.json"
+# Minutes kept back from --time-budget-minutes for the LiteRT export and the final dev scoring.
+EXPORT_RESERVE_MINUTES = 3.0
 LENGTH_BUCKET = 4  # steps are padded to a multiple of this: few shapes, few retraces
 
 
@@ -218,6 +220,10 @@ class DevSelection(keras.callbacks.Callback):
         )
         self.checkpoint_dir = config.work_dir / "checkpoints"
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.epoch_started = time.time()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -262,10 +268,21 @@ class DevSelection(keras.callbacks.Callback):
         if self.state["stale_epochs"] >= self.config.patience:
             logger.info("no dev improvement for %d epochs: stopping", self.config.patience)
             self.model.stop_training = True
-        budget = self.config.time_budget_minutes
-        if budget is not None and record["minutes"] >= budget * 0.97:
-            logger.info("time budget of %.0f minutes reached: stopping", budget)
+        if self._next_epoch_overruns_budget(record["minutes"], self.epoch_started):
+            logger.info(
+                "another epoch would overrun the %.0f-minute budget: stopping",
+                self.config.time_budget_minutes,
+            )
             self.model.stop_training = True
+
+    def _next_epoch_overruns_budget(self, minutes: float, epoch_started: float) -> bool:
+        """Stop while another epoch (as long as this one, dev scoring included) and the export
+        still fit in the budget, rather than noticing only once it is spent."""
+        budget = self.config.time_budget_minutes
+        if budget is None:
+            return False
+        epoch_minutes = (time.time() - epoch_started) / 60
+        return minutes + epoch_minutes + EXPORT_RESERVE_MINUTES > budget
 
 
 # --- the pipeline -------------------------------------------------------------------------------
