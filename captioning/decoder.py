@@ -23,13 +23,15 @@ import keras
 from keras import layers, ops
 
 # Layer names: `captioning.decoding` reads the weights by these names.
-EMBEDDING = "word_embedding"
-INIT_H = "init_hidden"
-INIT_C = "init_cell"
-REGION_KEYS = "region_keys"
-LSTM = "lstm"
-COMBINE = "attention_combine"
-VOCAB_LOGITS = "vocab_logits"
+from captioning.decoder_layers import (
+    COMBINE,
+    EMBEDDING,
+    INIT_C,
+    INIT_H,
+    LSTM,
+    REGION_KEYS,
+    VOCAB_LOGITS,
+)
 
 
 @dataclass(frozen=True)

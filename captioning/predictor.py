@@ -80,7 +80,11 @@ class CaptionPredictor:
         self.encoder: EncoderRuntime = make_encoder_runtime(
             bundle.encoder, bundle.tflite_encoder, encoder_runtime
         )
-        self.weights = DecoderWeights.from_model(bundle.decoder)
+        self.weights = (
+            DecoderWeights.from_model(bundle.decoder)
+            if bundle.decoder is not None
+            else DecoderWeights.from_layers(bundle.decoder_layers or {})
+        )
         if self.weights.word_gates.shape[0] != len(self.vocabulary):
             raise ArtifactError("decoder.keras and tokenizer.p disagree on the vocabulary size")
         logger.info(
@@ -94,9 +98,14 @@ class CaptionPredictor:
     @classmethod
     def from_artifacts(cls, path: Path | str, encoder_runtime: str = "auto") -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
+        # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights
+        # are read straight from decoder.keras, and TensorFlow is never imported.
         litert = encoder_runtime != "tensorflow" and litert_available()
         bundle = load_bundle(
-            path, load_tflite=encoder_runtime != "tensorflow", keras_encoder=not litert
+            path,
+            load_tflite=encoder_runtime != "tensorflow",
+            keras_encoder=not litert,
+            keras_decoder=not litert,
         )
         return cls(bundle, encoder_runtime)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # TensorFlow loads only for the Keras runtime and the export, not for LiteRT
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,15 @@ class KerasEncoder:
     name = "tensorflow"
 
     def __init__(self, model: keras.Model) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
         self.model = model
         # A traced graph function: model.predict re-enters Keras' loop machinery on every call.
         self._run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grid, pooled = self._run(tf.convert_to_tensor(pixels, tf.float32))[:2]
+        grid, pooled = self._run(self._tf.convert_to_tensor(pixels, self._tf.float32))[:2]
         return grid.numpy(), pooled.numpy()
 
 
@@ -99,6 +103,8 @@ TFLITE_TOLERANCE = 1e-3  # max abs difference of pooled features, float32 export
 def export_tflite(model: keras.Model) -> bytes:
     """Convert the Keras encoder to a float32 LiteRT flatbuffer (dynamic batch size), checked
     against the Keras model on random pixels; raises RuntimeError if they disagree."""
+    import tensorflow as tf
+
     signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     # No `trackable_obj`: with one, TF 2.21 leaves the weights as variables that the
