@@ -266,16 +266,19 @@ def beam_search(
     stepper = _Stepper(weights, grid, pooled)
     batch, vocab = len(pooled), weights.logits[1].shape[0]
     rows = batch * beam_size
+    # Every per-beam array is flat, (images * beam_size, ...): reordering the beams after a
+    # step is then one fancy index per array.
+    first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
     h = np.repeat(stepper.h0, beam_size, axis=0)
     c = np.repeat(stepper.c0, beam_size, axis=0)
     tokens = np.full(rows, START_ID, dtype=np.int64)
     # Only the first beam of each image is alive at the start, so the beams do not duplicate.
-    beam_log_prob = np.full((batch, beam_size), -np.inf)
-    beam_log_prob[:, 0] = 0.0
-    lengths = np.zeros((batch, beam_size), np.int64)
-    finished = np.zeros((batch, beam_size), bool)
-    history = np.zeros((batch, beam_size, 0), np.int64)
-    maps = np.zeros((batch, beam_size, 0, stepper.keys.shape[1]), np.float32)
+    beam_log_prob = np.full(rows, -np.inf)
+    beam_log_prob[::beam_size] = 0.0
+    lengths = np.zeros(rows, np.int64)
+    finished = np.zeros(rows, bool)
+    history = np.zeros((rows, 0), np.int64)
+    maps = np.zeros((rows, 0, stepper.keys.shape[1]), np.float32)
 
     finished_row = np.full(vocab, -np.inf)
     finished_row[PAD_ID] = 0.0
@@ -284,40 +287,32 @@ def beam_search(
         if step == max_length:
             log_probs = _only_end(log_probs)
         elif no_repeat_ngram:
-            _block_repeated_ngrams(log_probs, history.reshape(rows, -1), no_repeat_ngram)
-        log_probs = log_probs.reshape(batch, beam_size, vocab).astype(np.float64)
-        log_probs = np.where(finished[..., None], finished_row, log_probs)
-        candidates = (beam_log_prob[..., None] + log_probs).reshape(batch, -1)
+            _block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        log_probs = log_probs.astype(np.float64)
+        log_probs[finished] = finished_row  # a finished beam only grows padding, at no cost
+        candidates = (beam_log_prob[:, None] + log_probs).reshape(batch, -1)
         top = np.argpartition(-candidates, beam_size - 1, axis=1)[:, :beam_size]
-        order = np.argsort(-np.take_along_axis(candidates, top, 1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1)
-        parent, word = top // vocab, top % vocab
-        beam_log_prob = np.take_along_axis(candidates, top, 1)
-        was_finished = np.take_along_axis(finished, parent, 1)
-        lengths = np.take_along_axis(lengths, parent, 1) + ~was_finished
+        top_scores = np.take_along_axis(candidates, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1).reshape(-1)
+        beam_log_prob = np.take_along_axis(top_scores, order, 1).reshape(-1)
+        parent = first_row + top // vocab
+        word = top % vocab
+        was_finished = finished[parent]
+        lengths = lengths[parent] + ~was_finished
         finished = was_finished | (word == END_ID)
-        history = np.concatenate(
-            [np.take_along_axis(history, parent[..., None], 1), word[..., None]], axis=2
-        )
+        history = np.concatenate([history[parent], word[:, None]], axis=1)
         if return_attention:
-            step_map = attention.reshape(batch, beam_size, 1, -1)
-            maps = np.concatenate(
-                [
-                    np.take_along_axis(maps, parent[..., None, None], 1),
-                    np.take_along_axis(step_map, parent[..., None, None], 1),
-                ],
-                axis=2,
-            )
-        flat_parent = (parent + np.arange(batch)[:, None] * beam_size).reshape(-1)
-        h, c = h[flat_parent], c[flat_parent]
-        tokens = word.reshape(-1)
+            maps = np.concatenate([maps[parent], attention[parent, None]], axis=1)
+        h, c = h[parent], c[parent]
+        tokens = word
         if finished.all():
             break
     return _collect_beams(
-        history,
-        maps,
-        beam_log_prob,
-        lengths,
+        history.reshape(batch, beam_size, -1),
+        maps.reshape(batch, beam_size, *maps.shape[1:]),
+        beam_log_prob.reshape(batch, beam_size),
+        lengths.reshape(batch, beam_size),
         num_results,
         length_penalty,
         max_length,

@@ -25,6 +25,7 @@ TINY_TRAINING = {
     "epochs": 24,
     "patience": 1000,
     "eval_beam_size": 3,
+    "weight_average": 0.0,  # the raw weights: this model must overfit its few captions fast
 }
 
 

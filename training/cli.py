@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--embedding-dim", type=int, default=256)
     train.add_argument("--dropout", type=float, default=0.3)
     train.add_argument("--patience", type=int, default=4)
+    train.add_argument(
+        "--weight-average",
+        type=float,
+        default=0.999,
+        help="decay of the weight moving average used for dev scoring and export (0: off)",
+    )
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--max-train-images", type=int, default=None)
     train.add_argument(
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 embedding_dim=args.embedding_dim,
                 dropout=args.dropout,
                 patience=args.patience,
+                weight_average=args.weight_average,
                 seed=args.seed,
                 max_train_images=args.max_train_images,
                 strategy=args.strategy,

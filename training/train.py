@@ -9,10 +9,12 @@ epoch with the best dev CIDEr: dev loss is a poor guide to caption quality.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "model_checkpoint.keras"
 FINAL_FILE = "model_final.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
+AVERAGE_FILE = "weight_average.npz"
 STATE_FILE = "train_state.json"
 # Minutes kept back from --time-budget-minutes for the LiteRT export and the final dev scoring.
 EXPORT_RESERVE_MINUTES = 3.0
@@ -70,6 +73,9 @@ class TrainConfig:
     eval_beam_size: int = 3
     length_penalty: float = 0.5
     no_repeat_ngram: int = 3  # decoding never repeats a trigram (0: off); chosen on dev
+    # Dev scoring and export use an exponential moving average of the weights (0: off); see
+    # WeightAverage.
+    weight_average: float = 0.999
     seed: int = 42
     resume: bool = False
     export_tflite: bool = True
@@ -194,6 +200,61 @@ def _keep_readable(split: Split, features: Features) -> tuple[Split, Features]:
 # --- the loop's callbacks -----------------------------------------------------------------------
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """An exponential moving average of the weights, updated after every training step.
+
+    The weights of any single step carry the noise of its batch; their recent average usually
+    captions better, and it makes the per-epoch dev scores (and so the selection) less noisy.
+    Early on the average follows quickly: the decay is min(decay, (1 + t) / (10 + t)) at step t,
+    as in tf.train.ExponentialMovingAverage. Training itself continues on the raw weights; dev
+    scoring and the export swap the average in (`swapped_in`). Saved with every checkpoint, so
+    `--resume` continues the same average.
+    """
+
+    def __init__(self, decay: float, path: Path) -> None:
+        super().__init__()
+        self.decay, self.path = decay, path
+        self.average: list[np.ndarray] | None = None
+        self.updates = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.average is not None:
+            return
+        if self.path.is_file():
+            with np.load(self.path) as stored:
+                self.updates = int(stored["updates"])
+                self.average = [stored[f"w{i}"] for i in range(len(stored.files) - 1)]
+            logger.info("resuming the weight average after %d steps", self.updates)
+        else:
+            self.average = [np.array(w, np.float32) for w in self.model.get_weights()]
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.average, self.model.get_weights(), strict=True):
+            average *= decay
+            average += (1 - decay) * current
+        self.updates += 1
+
+    def save(self) -> None:
+        arrays = {f"w{i}": a for i, a in enumerate(self.average)}
+
+        def write(path: Path) -> None:
+            with path.open("wb") as handle:
+                np.savez(handle, updates=self.updates, **arrays)
+
+        atomic_write(self.path, write)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own ones again after."""
+        raw = self.model.get_weights()
+        self.model.set_weights(self.average)
+        try:
+            yield
+        finally:
+            self.model.set_weights(raw)
+
+
 class DevSelection(keras.callbacks.Callback):
     """Scores dev captions after each epoch, keeps the best weights, decays the LR on plateaus,
     stops early, and checkpoints everything needed to resume."""
@@ -206,8 +267,10 @@ class DevSelection(keras.callbacks.Callback):
         dev_features: Features,
         state: dict,
         started: float,
+        average: WeightAverage | None = None,
     ) -> None:
         super().__init__()
+        self.average = average
         self.config, self.make_predictor, self.state, self.started = (
             config,
             make_predictor,
@@ -226,7 +289,30 @@ class DevSelection(keras.callbacks.Callback):
         self.epoch_started = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
+        swap = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+        with swap:  # score (and keep, if best) the averaged weights
+            improved = self._score_and_keep_best(epoch, logs or {})
+        self._adjust_learning_rate(improved)
+        self.state["epoch"] = epoch + 1
+        # Model + optimizer (+ average) first, then the state that points at them: a crash in
+        # between resumes from the previous epoch's state and loses nothing already recorded.
+        atomic_write(self.checkpoint_dir / CHECKPOINT_FILE, self.model.save)
+        if self.average is not None:
+            self.average.save()
+        write_json(self.checkpoint_dir / STATE_FILE, self.state)
+        if self.state["stale_epochs"] >= self.config.patience:
+            logger.info("no dev improvement for %d epochs: stopping", self.config.patience)
+            self.model.stop_training = True
+        if self._next_epoch_overruns_budget(
+            self.state["history"][-1]["minutes"], self.epoch_started
+        ):
+            logger.info(
+                "another epoch would overrun the %.0f-minute budget: stopping",
+                self.config.time_budget_minutes,
+            )
+            self.model.stop_training = True
+
+    def _score_and_keep_best(self, epoch: int, logs: dict) -> bool:
         predictor = self.make_predictor(self.model)
         options = DecodeOptions(beam_size=self.config.eval_beam_size)
         started = time.perf_counter()
@@ -249,31 +335,22 @@ class DevSelection(keras.callbacks.Callback):
             "%(dev_CIDEr).4f (%(distinct_words)d words) lr %(learning_rate).2e",
             record,
         )
-        decay = self.config.epoch_lr_decay
         if cider > self.state["best_cider"]:
             self.state.update(best_cider=cider, best_epoch=epoch + 1, stale_epochs=0)
             atomic_write(self.checkpoint_dir / BEST_WEIGHTS_FILE, self.model.save_weights)
-        else:
-            self.state["stale_epochs"] += 1
+            return True
+        self.state["stale_epochs"] += 1
+        return False
+
+    def _adjust_learning_rate(self, improved: bool) -> None:
+        decay = self.config.epoch_lr_decay
+        if not improved:
             decay *= self.config.lr_decay
             logger.info("dev CIDEr did not improve: learning rate x %.2f", self.config.lr_decay)
         if decay != 1.0:
-            new_lr = max(record["learning_rate"] * decay, self.config.min_learning_rate)
+            current = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            new_lr = max(current * decay, self.config.min_learning_rate)
             self.model.optimizer.learning_rate.assign(new_lr)
-        self.state["epoch"] = epoch + 1
-        # Model + optimizer first, then the state that points at it: a crash in between
-        # resumes from the previous epoch's state and loses nothing already recorded.
-        atomic_write(self.checkpoint_dir / CHECKPOINT_FILE, self.model.save)
-        write_json(self.checkpoint_dir / STATE_FILE, self.state)
-        if self.state["stale_epochs"] >= self.config.patience:
-            logger.info("no dev improvement for %d epochs: stopping", self.config.patience)
-            self.model.stop_training = True
-        if self._next_epoch_overruns_budget(record["minutes"], self.epoch_started):
-            logger.info(
-                "another epoch would overrun the %.0f-minute budget: stopping",
-                self.config.time_budget_minutes,
-            )
-            self.model.stop_training = True
 
     def _next_epoch_overruns_budget(self, minutes: float, epoch_started: float) -> bool:
         """Stop while another epoch (as long as this one, dev scoring included) and the export
@@ -405,13 +482,20 @@ def train(config: TrainConfig) -> dict:
     batches = CaptionBatches(
         train_features, train_captions, config.batch_images, config.seed + state["epoch"]
     )
-    selection = DevSelection(config, make_predictor, dev_split, dev_features, state, started)
+    average = None
+    if config.weight_average:
+        average = WeightAverage(config.weight_average, checkpoint_dir / AVERAGE_FILE)
+        if state["epoch"] == 0:  # a fresh run: no average left over from another one
+            (checkpoint_dir / AVERAGE_FILE).unlink(missing_ok=True)
+    selection = DevSelection(
+        config, make_predictor, dev_split, dev_features, state, started, average
+    )
     if state["epoch"] < config.epochs and not state["stale_epochs"] >= config.patience:
         decoder.fit(
             batches.as_dataset(),
             epochs=config.epochs,
             initial_epoch=state["epoch"],
-            callbacks=[selection],
+            callbacks=[c for c in (average, selection) if c is not None],
             verbose=2,
         )
     atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)

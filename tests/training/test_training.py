@@ -82,15 +82,32 @@ def test_resume_continues_after_the_last_finished_epoch(tiny_dataset, tiny_train
     config, _ = tiny_training_run
     work = tmp_path / "work"
     first = replace(
-        config, work_dir=work, artifacts_dir=tmp_path / "a1", epochs=2, export_tflite=False
+        config,
+        work_dir=work,
+        artifacts_dir=tmp_path / "a1",
+        epochs=2,
+        export_tflite=False,
+        weight_average=0.99,
     )
     train(first)
     state = json.loads((work / "checkpoints" / STATE_FILE).read_text())
     assert state["epoch"] == 2
+    steps_after_two = _average_updates(work)
     resumed = replace(first, artifacts_dir=tmp_path / "a2", epochs=4, resume=True)
     manifest = train(resumed)
     epochs = [record["epoch"] for record in manifest["training"]["history"]]
     assert epochs == [1, 2, 3, 4]
+    # The weight average went on from where it was, not from scratch.
+    assert _average_updates(work) == 2 * steps_after_two > 0
+
+
+def _average_updates(work) -> int:
+    import numpy as np
+
+    from training.train import AVERAGE_FILE
+
+    with np.load(work / "checkpoints" / AVERAGE_FILE) as stored:
+        return int(stored["updates"])
 
 
 def test_caption_command_writes_json_lines(tiny_artifacts, tmp_path):
