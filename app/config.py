@@ -31,11 +31,15 @@ class Settings(BaseSettings):
 
     # Micro-batching.
     max_batch_size: int = Field(16, ge=1)
-    max_batch_wait_ms: float = Field(5.0, ge=0)
+    # 0: no waiting. Requests that arrive while a batch runs form the next batch anyway, so
+    # batching still pays under load; a wait would only add latency to a lone request.
+    max_batch_wait_ms: float = Field(0.0, ge=0)
     max_queue_size: int = Field(64, ge=1)  # images waiting for the model; beyond -> 503
 
     # "auto": LiteRT when the bundle has encoder.tflite, else TensorFlow.
     encoder_runtime: Literal["auto", "litert", "tensorflow"] = "auto"
+    # "auto": LiteRT (int8 weights) when the bundle has decoder_step.tflite, else NumPy (float32).
+    decoder_runtime: Literal["auto", "litert", "numpy"] = "auto"
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
     blas_threads: int = Field(1, ge=1)
     default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)

@@ -62,7 +62,7 @@ class SelfTestError(RuntimeError):
 
 
 def real_predictor_factory(
-    encoder_runtime: str = "auto", blas_threads: int = 1
+    encoder_runtime: str = "auto", blas_threads: int = 1, decoder_runtime: str = "auto"
 ) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
         from threadpoolctl import threadpool_limits
@@ -72,7 +72,9 @@ def real_predictor_factory(
         # Decoding multiplies small matrices: extra BLAS threads only spin and, with other
         # threads busy, made one caption 30x slower (measured). Process-wide on purpose.
         threadpool_limits(blas_threads, user_api="blas")
-        return CaptionPredictor.from_artifacts(path, encoder_runtime=encoder_runtime)
+        return CaptionPredictor.from_artifacts(
+            path, encoder_runtime=encoder_runtime, decoder_runtime=decoder_runtime
+        )
 
     return load
 

@@ -5,6 +5,7 @@
       encoder.keras     the image encoder, ImageNet weights included (raw pixels in)
       encoder.tflite    optional: the same encoder exported for LiteRT (faster on a CPU)
       decoder.keras     the caption decoder
+      decoder_step.tflite  optional: one decoding step for LiteRT, int8 weights (faster)
       tokenizer.p       the vocabulary, plain data only
 
 Files are written to a temporary name and renamed, and the manifest (which holds the hashes)
@@ -38,6 +39,7 @@ MANIFEST = "manifest.json"
 ENCODER_KERAS = "encoder.keras"
 ENCODER_TFLITE = "encoder.tflite"
 DECODER_KERAS = "decoder.keras"
+DECODER_STEP_TFLITE = "decoder_step.tflite"
 TOKENIZER = "tokenizer.p"
 BUNDLE_FORMAT = "captioner-artifacts/1"
 REQUIRED_FILES = (ENCODER_KERAS, DECODER_KERAS, TOKENIZER)
@@ -83,6 +85,7 @@ class ArtifactBundle:
     vocabulary: Vocabulary
     manifest: dict
     tflite_encoder: bytes | None = None
+    tflite_decoder_step: bytes | None = None
     # {layer name: weights} read from decoder.keras without Keras; None when `decoder` is set.
     decoder_layers: dict[str, list[np.ndarray]] | None = None
 
@@ -93,11 +96,15 @@ class ArtifactBundle:
         atomic_write(directory / DECODER_KERAS, lambda p: self.decoder.save(p))
         atomic_write(directory / TOKENIZER, self.vocabulary.save)
         files = [ENCODER_KERAS, DECODER_KERAS, TOKENIZER]
-        if self.tflite_encoder is not None:
-            atomic_write(directory / ENCODER_TFLITE, lambda p: p.write_bytes(self.tflite_encoder))
-            files.append(ENCODER_TFLITE)
-        else:
-            (directory / ENCODER_TFLITE).unlink(missing_ok=True)
+        for name, content in (
+            (ENCODER_TFLITE, self.tflite_encoder),
+            (DECODER_STEP_TFLITE, self.tflite_decoder_step),
+        ):
+            if content is not None:
+                atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
+                files.append(name)
+            else:
+                (directory / name).unlink(missing_ok=True)
         manifest = dict(self.manifest)
         manifest["format"] = BUNDLE_FORMAT
         manifest["files"] = {
@@ -170,19 +177,21 @@ def load_bundle(
             f"{directory / TOKENIZER} has {len(vocabulary)} words "
             f"but {MANIFEST} says {expected_vocab}"
         )
-    tflite = None
-    if load_tflite and ENCODER_TFLITE in manifest.get("files", {}):
-        tflite = (directory / ENCODER_TFLITE).read_bytes()
+    tflite = _optional_file(directory, manifest, ENCODER_TFLITE) if load_tflite else None
+    step = _optional_file(directory, manifest, DECODER_STEP_TFLITE) if load_tflite else None
     encoder = _load_keras(directory / ENCODER_KERAS) if keras_encoder or tflite is None else None
     if keras_decoder:
-        return ArtifactBundle(
-            encoder, _load_keras(directory / DECODER_KERAS), vocabulary, manifest, tflite
-        )
+        decoder = _load_keras(directory / DECODER_KERAS)
+        return ArtifactBundle(encoder, decoder, vocabulary, manifest, tflite, step)
     try:
         layers = read_layer_weights(directory / DECODER_KERAS)
     except KerasFileError as exc:
         raise ArtifactError(str(exc)) from exc
-    return ArtifactBundle(encoder, None, vocabulary, manifest, tflite, decoder_layers=layers)
+    return ArtifactBundle(encoder, None, vocabulary, manifest, tflite, step, decoder_layers=layers)
+
+
+def _optional_file(directory: Path, manifest: dict, name: str) -> bytes | None:
+    return (directory / name).read_bytes() if name in manifest.get("files", {}) else None
 
 
 def _load_keras(path: Path) -> keras.Model:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -103,11 +103,30 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+class StepRuntime(Protocol):
+    """Another engine for `_Stepper.step`'s equations (see `captioning.runtime`), on arrays
+    grouped per image: input gates (B, K, 4H), h and c (B, K, H), keys (B, R, H) ->
+    log_probs (B, K, V), h, c, attention (B, K, R)."""
+
+    name: str
+
+    def __call__(
+        self, input_gates: np.ndarray, h: np.ndarray, c: np.ndarray, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+
 class _Stepper:
     """The decoder's recurrence for a batch of rows, each row tied to one image's regions."""
 
-    def __init__(self, weights: DecoderWeights, grid: np.ndarray, pooled: np.ndarray) -> None:
+    def __init__(
+        self,
+        weights: DecoderWeights,
+        grid: np.ndarray,
+        pooled: np.ndarray,
+        runtime: StepRuntime | None = None,
+    ) -> None:
         self.w = weights
+        self.runtime = runtime
         kernel, bias = weights.region_keys
         self.keys = (grid.astype(np.float32) @ kernel + bias).astype(np.float32)  # (B, R, H)
         self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
@@ -125,6 +144,8 @@ class _Stepper:
         """
         w = self.w
         hidden = h.shape[1]
+        if self.runtime is not None:
+            return self._runtime_step(tokens, h, c, beams)
         gates = w.word_gates[tokens] + _matmul(h, w.recurrent_kernel)
         i = _sigmoid(gates[:, :hidden])
         f = _sigmoid(gates[:, hidden : 2 * hidden])
@@ -142,6 +163,23 @@ class _Stepper:
         combined = np.tanh(_matmul(joined, w.combine[0]) + w.combine[1])
         logits = _matmul(combined, w.logits[0]) + w.logits[1]
         return _log_softmax(logits), h, c, attention
+
+    def _runtime_step(
+        self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, beams: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        images, rows, hidden = len(self.keys), len(tokens), h.shape[1]
+        log_probs, h, c, attention = self.runtime(
+            self.w.word_gates[tokens].reshape(images, beams, -1),
+            h.reshape(images, beams, hidden),
+            c.reshape(images, beams, hidden),
+            self.keys,
+        )
+        return (
+            log_probs.reshape(rows, -1),
+            h.reshape(rows, hidden),
+            c.reshape(rows, hidden),
+            attention.reshape(rows, -1),
+        )
 
 
 def _only_end(log_probs: np.ndarray) -> np.ndarray:
@@ -178,9 +216,10 @@ def greedy_decode(
     return_attention: bool = False,
     length_penalty: float = 0.0,
     no_repeat_ngram: int = 0,
+    runtime: StepRuntime | None = None,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of images."""
-    stepper = _Stepper(weights, grid, pooled)
+    stepper = _Stepper(weights, grid, pooled, runtime)
     batch = len(pooled)
     rows = np.arange(batch)
     tokens = np.full(batch, START_ID, dtype=np.int64)
@@ -254,6 +293,7 @@ def beam_search(
     length_penalty: float = 0.5,
     return_attention: bool = False,
     no_repeat_ngram: int = 0,
+    runtime: StepRuntime | None = None,
 ) -> list[list[Hypothesis]]:
     """n-best captions per image, ranked by log_prob / length ** length_penalty.
 
@@ -263,7 +303,7 @@ def beam_search(
     """
     if beam_size < 1 or not 1 <= num_results <= beam_size:
         raise ValueError("need beam_size >= 1 and 1 <= num_results <= beam_size")
-    stepper = _Stepper(weights, grid, pooled)
+    stepper = _Stepper(weights, grid, pooled, runtime)
     batch, vocab = len(pooled), weights.logits[1].shape[0]
     rows = batch * beam_size
     # Every per-beam array is flat, (images * beam_size, ...): reordering the beams after a

@@ -14,7 +14,13 @@ from PIL import Image
 from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
 from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
 from captioning.images import to_model_batch
-from captioning.runtime import EncoderRuntime, litert_available, make_encoder_runtime
+from captioning.runtime import (
+    EncoderRuntime,
+    LiteRTDecoderStep,
+    litert_available,
+    make_decoder_step,
+    make_encoder_runtime,
+)
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult
 
@@ -59,7 +65,9 @@ class EncodedImages:
 class CaptionPredictor:
     """Image(s) in, captions out: preprocessing, encoder runtime and decoding in one place."""
 
-    def __init__(self, bundle: ArtifactBundle, encoder_runtime: str = "auto") -> None:
+    def __init__(
+        self, bundle: ArtifactBundle, encoder_runtime: str = "auto", decoder_runtime: str = "auto"
+    ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.vocabulary: Vocabulary = bundle.vocabulary
@@ -87,27 +95,32 @@ class CaptionPredictor:
         )
         if self.weights.word_gates.shape[0] != len(self.vocabulary):
             raise ArtifactError("decoder.keras and tokenizer.p disagree on the vocabulary size")
+        self.decoder_step: LiteRTDecoderStep | None = make_decoder_step(
+            bundle.tflite_decoder_step, decoder_runtime
+        )
         logger.info(
-            "model %s: %s encoder via %s, vocabulary %d",
+            "model %s: %s encoder via %s, decoder via %s, vocabulary %d",
             self.model_id,
             encoder_info.get("backbone"),
             self.encoder.name,
+            self.decoder_runtime,
             len(self.vocabulary),
         )
 
+    @property
+    def decoder_runtime(self) -> str:
+        return self.decoder_step.name if self.decoder_step is not None else "numpy"
+
     @classmethod
-    def from_artifacts(cls, path: Path | str, encoder_runtime: str = "auto") -> CaptionPredictor:
+    def from_artifacts(
+        cls, path: Path | str, encoder_runtime: str = "auto", decoder_runtime: str = "auto"
+    ) -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
         # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights
         # are read straight from decoder.keras, and TensorFlow is never imported.
         litert = encoder_runtime != "tensorflow" and litert_available()
-        bundle = load_bundle(
-            path,
-            load_tflite=encoder_runtime != "tensorflow",
-            keras_encoder=not litert,
-            keras_decoder=not litert,
-        )
-        return cls(bundle, encoder_runtime)
+        bundle = load_bundle(path, keras_encoder=not litert, keras_decoder=not litert)
+        return cls(bundle, encoder_runtime, decoder_runtime)
 
     def warmup(self) -> None:
         """Run every path once, so the first request pays no tracing or allocation cost, and
@@ -138,13 +151,14 @@ class CaptionPredictor:
                 [hyp]
                 for hyp in greedy_decode(
                     self.weights, encoded.grid, encoded.pooled, max_length,
-                    options.return_attention, penalty, ngram,
+                    options.return_attention, penalty, ngram, self.decoder_step,
                 )
             ]  # fmt: skip
         else:
             hypotheses = beam_search(
                 self.weights, encoded.grid, encoded.pooled, options.beam_size, max_length,
                 options.num_captions, penalty, options.return_attention, ngram,
+                self.decoder_step,
             )  # fmt: skip
         return [tuple(self._to_caption(h) for h in per_image) for per_image in hypotheses]
 

@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true", help="continue from the work folder's checkpoint"
     )
-    train.add_argument("--no-tflite", action="store_true", help="skip the LiteRT encoder export")
+    train.add_argument(
+        "--no-tflite", action="store_true", help="skip the LiteRT exports (encoder, decoder step)"
+    )
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of artifacts on a split")
     evaluate.add_argument("--data", type=Path, required=True)
@@ -70,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     export = commands.add_parser(
-        "export-tflite", help="(re)export the encoder of an artifacts folder for LiteRT"
+        "export-tflite",
+        help="(re)export an artifacts folder's encoder and decoder step for LiteRT",
     )
     export.add_argument("--artifacts", type=Path, default=Path("artifacts"))
 
@@ -158,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, indent=2))
         elif args.command == "export-tflite":
             from captioning.bundle import load_bundle
-            from captioning.runtime import export_tflite
+            from captioning.decoding import DecoderWeights
+            from captioning.runtime import export_decoder_step, export_tflite
 
             bundle = load_bundle(args.artifacts, load_tflite=False)
             bundle.tflite_encoder = export_tflite(bundle.encoder)
+            bundle.tflite_decoder_step = export_decoder_step(
+                DecoderWeights.from_model(bundle.decoder)
+            )
             bundle.save(args.artifacts)
         else:
             from training.evaluate import write_caption_jsonl

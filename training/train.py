@@ -26,9 +26,10 @@ import tensorflow as tf
 import captioning
 from captioning.bundle import ArtifactBundle, atomic_write, write_json
 from captioning.decoder import DecoderConfig, build_decoder, masked_caption_loss
+from captioning.decoding import DecoderWeights
 from captioning.encoders import DEFAULT_ENCODER, build_encoder, get_spec
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
-from captioning.runtime import KerasEncoder, export_tflite
+from captioning.runtime import KerasEncoder, export_decoder_step, export_tflite
 from captioning.text import PAD_ID, Vocabulary
 from training.data import Flickr8k, Split, load_flickr8k
 from training.features import Features, cache_key, extract_features
@@ -527,13 +528,17 @@ def export_artifacts(
     """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
     serving_decoder = build_decoder(decoder_config)
     serving_decoder.set_weights(decoder.get_weights())
-    tflite = None
+    tflite = step = None
     if config.export_tflite:
         try:
             tflite = export_tflite(encoder)
         except Exception:  # the Keras model stays usable on its own
             logger.exception("LiteRT export failed; the service will encode with TensorFlow")
-    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, tflite)
+        try:
+            step = export_decoder_step(DecoderWeights.from_model(serving_decoder))
+        except Exception:  # NumPy decodes from decoder.keras alone
+            logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
+    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, tflite, step)
     predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
     captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))

@@ -96,20 +96,20 @@ def test_a_model_that_computes_nan_does_not_go_ready(make_app, make_predictor, c
     assert any("cannot start: model self-test failed" in r.getMessage() for r in caplog.records)
 
 
-def test_encoder_runtime_setting_reaches_the_loader(make_settings, monkeypatch) -> None:
+def test_runtime_settings_reach_the_loader(make_settings, monkeypatch) -> None:
     from captioning.predictor import CaptionPredictor
 
     seen: list[tuple] = []
 
-    def fake_load(path, encoder_runtime="auto"):
-        seen.append((path, encoder_runtime))
+    def fake_load(path, encoder_runtime="auto", decoder_runtime="auto"):
+        seen.append((path, encoder_runtime, decoder_runtime))
         raise ArtifactError("stop here")
 
     monkeypatch.setattr(CaptionPredictor, "from_artifacts", staticmethod(fake_load))
-    settings = make_settings(encoder_runtime="tensorflow")
+    settings = make_settings(encoder_runtime="tensorflow", decoder_runtime="numpy")
     with pytest.raises(ArtifactError):
         start_and_stop(create_app(settings))
-    assert seen == [(settings.artifacts_dir, "tensorflow")]
+    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy")]
 
 
 @pytest.mark.slow
