@@ -49,6 +49,7 @@ def _bench_decoder(
         "images": images,
         "max_length": int(predictor.max_length),
         "blas_threads": BLAS_THREADS,
+        "runtime": predictor.decoder_runtime,
     }
     samples: dict[tuple[str, int], list[float]] = {}
     for _ in range(repeats):
@@ -80,4 +81,32 @@ def _bench_decoder(
                 entry["mean_words"],
             )
         results[mode] = entry
+    if predictor.decoder_step is not None:
+        results["numpy_reference"] = _numpy_reference(predictor, encoded, repeats, calls)
     return results
+
+
+def _numpy_reference(
+    predictor: Any, encoded: Any, repeats: int, calls: dict[int, int]
+) -> dict[str, Any]:
+    """Beam 3 through the float32 NumPy decoder, the reference the LiteRT step replaces."""
+    from captioning.predictor import DecodeOptions
+
+    options = DecodeOptions(beam_size=DECODER_MODES["beam_3"])
+    step, predictor.decoder_step = predictor.decoder_step, None
+    try:
+        reference: dict[str, Any] = {"mode": "beam_3"}
+        for batch in DECODER_BATCHES:
+            subset = encoded[:batch]
+            values = []
+            for _ in range(repeats):
+                values += time_calls(lambda s=subset: predictor.generate(s, options), calls[batch])
+            reference[f"batch_{batch}"] = summarize([v / batch for v in values])
+            logger.info(
+                "decoder beam_3 (NumPy reference) batch %d: %.2f ms/caption",
+                batch,
+                reference[f"batch_{batch}"]["median"],
+            )
+        return reference
+    finally:
+        predictor.decoder_step = step

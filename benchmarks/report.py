@@ -112,7 +112,17 @@ def decoder_section(decoder: dict[str, Any]) -> list[str]:
                 ]
             )
     lines = _table(["Decoding", "Batch 1, ms/caption", "Batch 16, ms/caption", "Mean words"], rows)
-    lines.append(f"Features of {decoder.get('images')} generated photos from the service encoder.")
+    lines.append(
+        f"Decoder runtime: {decoder.get('runtime', 'numpy')} (the service's). Features of "
+        f"{decoder.get('images')} generated photos from the service encoder."
+    )
+    reference = decoder.get("numpy_reference")
+    if reference:
+        lines.append(
+            f"The float32 NumPy decoder, for reference, beam 3: "
+            f"{_ms(_median(reference, 'batch_1'))} ms/caption at batch 1, "
+            f"{_ms(_median(reference, 'batch_16'))} at batch 16."
+        )
     return [*lines, ""]
 
 
