@@ -120,6 +120,19 @@ class ArtifactBundle:
         return manifest
 
 
+def add_files(directory: Path, files: dict[str, bytes]) -> dict:
+    """Write (or replace) files in a saved bundle and record their hashes in its manifest,
+    leaving every other file byte for byte as it was; returns the new manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for name, content in files.items():
+        atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
+        manifest["files"][name] = {"sha256": sha256_of(directory / name), "bytes": len(content)}
+    write_json(directory / MANIFEST, manifest)
+    logger.info("added %s to %s", ", ".join(files), directory)
+    return manifest
+
+
 def read_manifest(directory: Path) -> dict:
     path = Path(directory) / MANIFEST
     if not Path(directory).is_dir():

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-images", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument(
-        "--epoch-lr-decay", type=float, default=1.0, help="learning rate x this after each epoch"
+        "--epoch-lr-decay", type=float, default=0.9, help="learning rate x this after each epoch"
     )
     train.add_argument("--label-smoothing", type=float, default=0.1)
     train.add_argument("--min-word-count", type=int, default=5)
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     evaluate.add_argument("--beam-size", type=int, default=3)
+    evaluate.add_argument(
+        "--decoder-runtime",
+        default="auto",
+        choices=["auto", "litert", "numpy"],
+        help="auto: as the service decodes (LiteRT int8 when exported); numpy: float32 reference",
+    )
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--output", type=Path, default=Path("work/eval"))
     evaluate.add_argument(
@@ -96,6 +102,8 @@ def record_metrics(artifacts: Path, predictor, summary: dict) -> None:
         "beam_size": summary["beam_size"],
         "images": summary["images"],
         **summary["metrics"],
+        "encoder_runtime": summary["encoder_runtime"],
+        "decoder_runtime": summary["decoder_runtime"],
         "measured_with": "python -m training evaluate (image files, service preprocessing)",
     }
     write_json(artifacts / MANIFEST, manifest)
@@ -147,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from training.evaluate import evaluate_split
 
-            predictor = CaptionPredictor.from_artifacts(args.artifacts)
+            predictor = CaptionPredictor.from_artifacts(
+                args.artifacts, decoder_runtime=args.decoder_runtime
+            )
             summary = evaluate_split(
                 predictor,
                 args.data,
@@ -160,16 +170,22 @@ def main(argv: list[str] | None = None) -> int:
                 record_metrics(args.artifacts, predictor, summary)
             print(json.dumps(summary, indent=2))
         elif args.command == "export-tflite":
-            from captioning.bundle import load_bundle
+            from captioning.bundle import (
+                DECODER_STEP_TFLITE,
+                ENCODER_TFLITE,
+                add_files,
+                load_bundle,
+            )
             from captioning.decoding import DecoderWeights
             from captioning.runtime import export_decoder_step, export_tflite
 
+            # The Keras files stay byte for byte as they are: only the exports are (re)written.
             bundle = load_bundle(args.artifacts, load_tflite=False)
-            bundle.tflite_encoder = export_tflite(bundle.encoder)
-            bundle.tflite_decoder_step = export_decoder_step(
-                DecoderWeights.from_model(bundle.decoder)
-            )
-            bundle.save(args.artifacts)
+            exports = {
+                ENCODER_TFLITE: export_tflite(bundle.encoder),
+                DECODER_STEP_TFLITE: export_decoder_step(DecoderWeights.from_model(bundle.decoder)),
+            }
+            add_files(args.artifacts, exports)
         else:
             from training.evaluate import write_caption_jsonl
 

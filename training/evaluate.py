@@ -129,6 +129,8 @@ def evaluate_split(
         "images": len(paths),
         "unreadable": len(paths) - len(scored),
         "beam_size": options.beam_size,
+        "encoder_runtime": predictor.encoder.name,
+        "decoder_runtime": predictor.decoder_runtime,
         "metrics": metrics,
         "distinct_words": len({w for h in hypotheses for w in h.split()}),
         "distinct_captions": len(set(hypotheses)),

@@ -102,12 +102,31 @@ def test_resume_continues_after_the_last_finished_epoch(tiny_dataset, tiny_train
 
 
 def _average_updates(work) -> int:
-    import numpy as np
-
     from training.train import AVERAGE_FILE
 
     with np.load(work / "checkpoints" / AVERAGE_FILE) as stored:
         return int(stored["updates"])
+
+
+def test_export_command_rewrites_only_the_litert_files(tiny_artifacts, tmp_path):
+    import shutil
+
+    from captioning.bundle import DECODER_KERAS, DECODER_STEP_TFLITE, ENCODER_KERAS, ENCODER_TFLITE
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, artifacts)
+    (artifacts / DECODER_STEP_TFLITE).unlink()  # as in a bundle from before the decoder step
+    manifest = json.loads((artifacts / MANIFEST).read_text())
+    del manifest["files"][DECODER_STEP_TFLITE]
+    (artifacts / MANIFEST).write_text(json.dumps(manifest))
+    keras_files = {n: (artifacts / n).read_bytes() for n in (ENCODER_KERAS, DECODER_KERAS)}
+
+    assert cli_main(["export-tflite", "--artifacts", str(artifacts)]) == 0
+    for name, content in keras_files.items():
+        assert (artifacts / name).read_bytes() == content, f"{name} was rewritten"
+    bundle = load_bundle(artifacts)  # verifies every hash, the new ones included
+    assert bundle.tflite_encoder and bundle.tflite_decoder_step
+    assert {ENCODER_TFLITE, DECODER_STEP_TFLITE} <= set(bundle.manifest["files"])
 
 
 def test_caption_command_writes_json_lines(tiny_artifacts, tmp_path):
