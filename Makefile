@@ -38,7 +38,8 @@ reliability: install
 	$(BIN)/python -m benchmarks.reliability
 
 train: install
-	$(BIN)/python -m training train --data $(DATA) --artifacts artifacts --work-dir work
+	$(BIN)/python -m training train --data $(DATA) --artifacts artifacts --work-dir work \
+		--time-budget-minutes 45
 
 evaluate: install
 	$(BIN)/python -m training evaluate --data $(DATA) --artifacts artifacts --split dev

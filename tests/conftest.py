@@ -21,6 +21,7 @@ TINY_TRAINING = {
     "label_smoothing": 0.0,
     "learning_rate": 1e-2,
     "lr_decay": 1.0,
+    "epoch_lr_decay": 1.0,
     "batch_images": 6,
     "epochs": 24,
     "patience": 1000,

@@ -63,7 +63,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     learning_rate: float = 1e-3
     lr_decay: float = 0.5  # applied whenever dev CIDEr does not improve
-    epoch_lr_decay: float = 1.0  # applied after every epoch (1.0: constant between plateaus)
+    epoch_lr_decay: float = 0.9  # applied after every epoch (1.0: constant between plateaus)
     min_learning_rate: float = 1e-5
     clipnorm: float = 5.0
     batch_images: int = 32
