@@ -2,10 +2,13 @@
 
 Requests put one image each on a bounded queue. A collector task takes up to `max_batch_size`
 images (waiting at most `max_wait_s` after the first one for more to arrive), runs the encoder
-once for all of them and the decoder once per group of identical `DecodeOptions`. All model work
-happens in ONE worker thread: TensorFlow already spreads each call over the cores, so more
-threads would only fight over them. While a batch runs, new requests queue up and form the next,
-larger, batch: under load batches grow by themselves.
+once for all of them and the decoder once per group of identical `DecodeOptions`. While a batch
+runs, new requests queue up and form the next, larger, batch: under load batches grow by
+themselves.
+
+Two stages, one thread each: the encoder thread encodes batch N+1 while the decoder thread
+decodes batch N (at most one batch per stage, so memory stays bounded). Each model runtime is
+only ever called from its own thread. With one executor for both, the stages simply alternate.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from captioning.predictor import DecodeOptions
 from captioning.types import Caption
 
 if TYPE_CHECKING:
-    from captioning.predictor import CaptionPredictor
+    from captioning.predictor import CaptionPredictor, EncodedImages
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +64,19 @@ class MicroBatcher:
         max_wait_s: float,
         max_queue_size: int,
         metrics: Metrics | None = None,
+        decode_executor: Executor | None = None,
     ) -> None:
         self._predictor = predictor
         self._executor = executor
+        self._decode_executor = decode_executor or executor
+        self._decoding: asyncio.Task[None] | None = None  # the batch in the decode stage
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
         self._metrics = metrics
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._waiting = 0  # accepted, inference not started (the bounded "queue depth")
-        self._running = 0  # in the batch the worker is running now
+        self._running = 0  # in the batches being encoded or decoded now
         self._accepting = False
         self._task: asyncio.Task[None] | None = None
         self._forming: list[_Job] = []  # taken off the queue for the next batch, not yet run
@@ -128,9 +134,10 @@ class MicroBatcher:
             await asyncio.sleep(0.01)
         if self._waiting + self._running:
             logger.warning("shutdown: %d queued images were not captioned in time", self._waiting)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._decoding):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         # Whatever is left (only after a timeout) is answered rather than left hanging.
         left = self._forming + [self._queue.get_nowait() for _ in range(self._queue.qsize())]
         _fail(left, ShuttingDownError("the server is shutting down"))
@@ -171,18 +178,42 @@ class MicroBatcher:
         return batch
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
+        """Encode `jobs`, then hand them to the decode stage and return: the next batch can be
+        encoded while this one decodes."""
         started = time.perf_counter()
         for job in jobs:
             job.queue_ms = (started - job.enqueued_at) * 1000
-        self._running = len(jobs)
+        self._running += len(jobs)
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._infer, jobs)
+            encoded, encode_ms = await loop.run_in_executor(self._executor, self._encode, jobs)
         except Exception as exc:  # the encoder failed: every image of the batch fails
             logger.error("encoder failed on a batch of %d images", len(jobs), exc_info=exc)
+            self._running -= len(jobs)
+            self._settle(jobs, [exc] * len(jobs), started)
+            return
+        if self._decoding is not None:  # one batch at a time in the decode stage
+            await asyncio.wait([self._decoding])  # never raises: that batch settles itself
+        self._decoding = asyncio.create_task(self._decode_stage(jobs, encoded, encode_ms, started))
+
+    async def _decode_stage(
+        self, jobs: list[_Job], encoded: EncodedImages, encode_ms: float, started: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(
+                self._decode_executor, self._decode, jobs, encoded, encode_ms
+            )
+        except Exception as exc:  # a bug here must not leave the requests hanging
+            logger.error("decoding failed for a batch of %d images", len(jobs), exc_info=exc)
             outcomes = [exc] * len(jobs)
         finally:
-            self._running = 0
+            self._running -= len(jobs)
+        self._settle(jobs, outcomes, started)
+
+    def _settle(
+        self, jobs: list[_Job], outcomes: list[BatchOutput | Exception], started: float
+    ) -> None:
         elapsed = time.perf_counter() - started
         self._batch_seconds_ema = 0.8 * self._batch_seconds_ema + 0.2 * elapsed
         if self._metrics is not None:
@@ -195,13 +226,18 @@ class MicroBatcher:
             else:
                 job.future.set_result(outcome)
 
-    def _infer(self, jobs: list[_Job]) -> list[BatchOutput | Exception]:
-        """Worker thread: one encoder call, then one decoder call per distinct option set."""
+    def _encode(self, jobs: list[_Job]) -> tuple[EncodedImages, float]:
+        """Encoder thread: one encoder call for the whole batch."""
         started = time.perf_counter()
         encoded = self._predictor.encode(np.stack([job.pixels for job in jobs]))
         encode_ms = (time.perf_counter() - started) * 1000
         self._observe("encode", encode_ms)
+        return encoded, encode_ms
 
+    def _decode(
+        self, jobs: list[_Job], encoded: EncodedImages, encode_ms: float
+    ) -> list[BatchOutput | Exception]:
+        """Decoder thread: one decoder call per distinct option set."""
         groups: dict[DecodeOptions, list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(job.options, []).append(index)

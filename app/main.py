@@ -62,7 +62,10 @@ def create_app(
     settings = settings or get_settings()
     metrics = Metrics()
     factory = predictor_factory or real_predictor_factory(
-        settings.encoder_runtime, settings.blas_threads, settings.decoder_runtime
+        settings.encoder_runtime,
+        settings.blas_threads,
+        settings.decoder_runtime,
+        settings.encoder_batch_threads,
     )
     service = CaptionService(settings, metrics, factory)
 

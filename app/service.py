@@ -62,7 +62,10 @@ class SelfTestError(RuntimeError):
 
 
 def real_predictor_factory(
-    encoder_runtime: str = "auto", blas_threads: int = 1, decoder_runtime: str = "auto"
+    encoder_runtime: str = "auto",
+    blas_threads: int = 1,
+    decoder_runtime: str = "auto",
+    encoder_batch_threads: int = 0,
 ) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
         from threadpoolctl import threadpool_limits
@@ -73,7 +76,10 @@ def real_predictor_factory(
         # threads busy, made one caption 30x slower (measured). Process-wide on purpose.
         threadpool_limits(blas_threads, user_api="blas")
         return CaptionPredictor.from_artifacts(
-            path, encoder_runtime=encoder_runtime, decoder_runtime=decoder_runtime
+            path,
+            encoder_runtime=encoder_runtime,
+            decoder_runtime=decoder_runtime,
+            encoder_batch_threads=encoder_batch_threads or None,
         )
 
     return load
@@ -108,6 +114,7 @@ class CaptionService:
         self.predictor: CaptionPredictor | None = None
         self._batcher: MicroBatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._decode_executor: ThreadPoolExecutor | None = None
         self._decode_limiter: anyio.CapacityLimiter | None = None
         self.in_flight = 0  # HTTP requests being served, counted by the request middleware
 
@@ -115,7 +122,7 @@ class CaptionService:
     async def start(self) -> None:
         """Load, check and warm up the model, then start batching. Raises if it cannot serve."""
         started = time.perf_counter()
-        # The one inference thread: loading, warm-up and every batch run on it.
+        # The encoder's thread: loading, warm-up and the encode stage of every batch run on it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         try:
             predictor = await self._load(self._executor)
@@ -125,9 +132,12 @@ class CaptionService:
         settings = self.settings
         # Decoding runs on other threads, at most one per core so it cannot starve the model.
         self._decode_limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+        # The decode stage's thread: encoding the next batch overlaps decoding this one.
+        self._decode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoding")
         self._batcher = MicroBatcher(
             predictor,
             self._executor,
+            decode_executor=self._decode_executor,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
             max_queue_size=settings.max_queue_size,
@@ -172,9 +182,10 @@ class CaptionService:
             await asyncio.sleep(0.01)
         if self._batcher is not None:
             await self._batcher.stop(timeout_s=max(0.0, deadline - time.monotonic()))
-        if self._executor is not None:
-            # Never block the event loop on a stuck model call.
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._decode_executor):
+            if executor is not None:
+                # Never block the event loop on a stuck model call.
+                executor.shutdown(wait=False, cancel_futures=True)
         self.state = State.STOPPED
         logger.info("stopped")
 

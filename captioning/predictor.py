@@ -66,7 +66,11 @@ class CaptionPredictor:
     """Image(s) in, captions out: preprocessing, encoder runtime and decoding in one place."""
 
     def __init__(
-        self, bundle: ArtifactBundle, encoder_runtime: str = "auto", decoder_runtime: str = "auto"
+        self,
+        bundle: ArtifactBundle,
+        encoder_runtime: str = "auto",
+        decoder_runtime: str = "auto",
+        encoder_batch_threads: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -86,7 +90,7 @@ class CaptionPredictor:
             raise ArtifactError(f"manifest.json lacks a required field: {exc}") from exc
         self.model_id = str(self.manifest.get("model_id", "unknown"))
         self.encoder: EncoderRuntime = make_encoder_runtime(
-            bundle.encoder, bundle.tflite_encoder, encoder_runtime
+            bundle.encoder, bundle.tflite_encoder, encoder_runtime, encoder_batch_threads
         )
         self.weights = (
             DecoderWeights.from_model(bundle.decoder)
@@ -113,22 +117,28 @@ class CaptionPredictor:
 
     @classmethod
     def from_artifacts(
-        cls, path: Path | str, encoder_runtime: str = "auto", decoder_runtime: str = "auto"
+        cls,
+        path: Path | str,
+        encoder_runtime: str = "auto",
+        decoder_runtime: str = "auto",
+        encoder_batch_threads: int | None = None,
     ) -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
         # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights
         # are read straight from decoder.keras, and TensorFlow is never imported.
         litert = encoder_runtime != "tensorflow" and litert_available()
         bundle = load_bundle(path, keras_encoder=not litert, keras_decoder=not litert)
-        return cls(bundle, encoder_runtime, decoder_runtime)
+        return cls(bundle, encoder_runtime, decoder_runtime, encoder_batch_threads)
 
     def warmup(self) -> None:
         """Run every path once, so the first request pays no tracing or allocation cost, and
         check the outputs: a model that computes NaN or no caption must not start serving."""
-        pixels = np.full((1, self.input_size, self.input_size, 3), 127.0, np.float32)
-        encoded = self.encode(pixels)
-        if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
-            raise ArtifactError(f"the {self.encoder.name} encoder computes non-finite features")
+        pixels = np.full((2, self.input_size, self.input_size, 3), 127.0, np.float32)
+        for batch in (1, 2):  # one image and a batch may take different encoder paths
+            encoded = self.encode(pixels[:batch])
+            if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
+                raise ArtifactError(f"the {self.encoder.name} encoder computes non-finite features")
+        encoded = encoded[:1]
         for beam_size in (1, DEFAULT_BEAM_SIZE):
             captions = self.generate(encoded, DecodeOptions(beam_size=beam_size))
             if not captions[0] or not np.isfinite(captions[0][0].log_prob):

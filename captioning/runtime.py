@@ -45,15 +45,13 @@ class KerasEncoder:
         return grid.numpy(), pooled.numpy()
 
 
-class LiteRTEncoder:
-    name = "litert"
+class _LiteRTModel:
+    """One LiteRT interpreter of the encoder, resized to each batch size it is given."""
 
-    def __init__(self, model_content: bytes, num_threads: int | None = None) -> None:
+    def __init__(self, model_content: bytes, num_threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(
-            model_content=model_content, num_threads=num_threads or os.cpu_count() or 1
-        )
+        self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = self._interpreter.get_output_details()
         # The export's output order is not guaranteed: the grid is the 4-D one.
@@ -75,19 +73,53 @@ class LiteRTEncoder:
         )
 
 
+class LiteRTEncoder:
+    """The encoder on LiteRT/XNNPACK.
+
+    `batch_threads` sets the threads for batches of two or more images; a single image always
+    gets `num_threads` (default: every core). In the service, batches form only under load,
+    while other requests' uploads are being decoded on the other cores: there, one encoder
+    thread that leaves those cores free beat two that fight over them (2-core machine,
+    concurrency 8: 41 against 34 images/s; a lone image: 8 ms with two threads, 14 with one).
+    """
+
+    name = "litert"
+
+    def __init__(
+        self,
+        model_content: bytes,
+        num_threads: int | None = None,
+        batch_threads: int | None = None,
+    ) -> None:
+        threads = num_threads or os.cpu_count() or 1
+        self._single = _LiteRTModel(model_content, threads)
+        self._batched = (
+            self._single
+            if not batch_threads or batch_threads == threads
+            else _LiteRTModel(model_content, batch_threads)
+        )
+
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (self._single if len(pixels) == 1 else self._batched)(pixels)
+
+
 def litert_available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
 def make_encoder_runtime(
-    model: keras.Model | None, tflite: bytes | None, preferred: str = "auto"
+    model: keras.Model | None,
+    tflite: bytes | None,
+    preferred: str = "auto",
+    batch_threads: int | None = None,
 ) -> EncoderRuntime:
-    """`preferred`: "auto" (LiteRT when available), "litert" or "tensorflow"."""
+    """`preferred`: "auto" (LiteRT when available), "litert" or "tensorflow";
+    `batch_threads`: LiteRT threads for batches of several images (see LiteRTEncoder)."""
     if preferred not in ("auto", "litert", "tensorflow"):
         raise ValueError(f"unknown encoder runtime {preferred!r}")
     if preferred != "tensorflow" and tflite is not None:
         try:
-            return LiteRTEncoder(tflite)
+            return LiteRTEncoder(tflite, batch_threads=batch_threads)
         except ImportError:
             if preferred == "litert":
                 raise

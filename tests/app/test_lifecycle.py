@@ -101,15 +101,17 @@ def test_runtime_settings_reach_the_loader(make_settings, monkeypatch) -> None:
 
     seen: list[tuple] = []
 
-    def fake_load(path, encoder_runtime="auto", decoder_runtime="auto"):
-        seen.append((path, encoder_runtime, decoder_runtime))
+    def fake_load(path, encoder_runtime="auto", decoder_runtime="auto", encoder_batch_threads=None):
+        seen.append((path, encoder_runtime, decoder_runtime, encoder_batch_threads))
         raise ArtifactError("stop here")
 
     monkeypatch.setattr(CaptionPredictor, "from_artifacts", staticmethod(fake_load))
-    settings = make_settings(encoder_runtime="tensorflow", decoder_runtime="numpy")
+    settings = make_settings(
+        encoder_runtime="tensorflow", decoder_runtime="numpy", encoder_batch_threads=2
+    )
     with pytest.raises(ArtifactError):
         start_and_stop(create_app(settings))
-    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy")]
+    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy", 2)]
 
 
 @pytest.mark.slow
