@@ -142,10 +142,10 @@ class _Stepper:
         Rows come in groups of `beams` consecutive rows per image, so the regions are used
         in place, never copied per row.
         """
-        w = self.w
-        hidden = h.shape[1]
         if self.runtime is not None:
             return self._runtime_step(tokens, h, c, beams)
+        w = self.w
+        hidden = h.shape[1]
         gates = w.word_gates[tokens] + _matmul(h, w.recurrent_kernel)
         i = _sigmoid(gates[:, :hidden])
         f = _sigmoid(gates[:, hidden : 2 * hidden])
