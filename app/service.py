@@ -65,7 +65,7 @@ def real_predictor_factory(
     encoder_runtime: str = "auto",
     blas_threads: int = 1,
     decoder_runtime: str = "auto",
-    encoder_batch_threads: int = 0,
+    encoder_batch_threads: int | None = None,
 ) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
         from threadpoolctl import threadpool_limits
@@ -79,7 +79,7 @@ def real_predictor_factory(
             path,
             encoder_runtime=encoder_runtime,
             decoder_runtime=decoder_runtime,
-            encoder_batch_threads=encoder_batch_threads or None,
+            encoder_batch_threads=encoder_batch_threads,
         )
 
     return load

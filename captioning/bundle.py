@@ -107,13 +107,7 @@ class ArtifactBundle:
                 (directory / name).unlink(missing_ok=True)
         manifest = dict(self.manifest)
         manifest["format"] = BUNDLE_FORMAT
-        manifest["files"] = {
-            name: {
-                "sha256": sha256_of(directory / name),
-                "bytes": (directory / name).stat().st_size,
-            }
-            for name in files
-        }
+        manifest["files"] = {name: _file_record(directory / name) for name in files}
         write_json(directory / MANIFEST, manifest)
         self.manifest = manifest
         logger.info("wrote artifacts to %s (%s)", directory, ", ".join(files))
@@ -127,10 +121,15 @@ def add_files(directory: Path, files: dict[str, bytes]) -> dict:
     manifest = read_manifest(directory)
     for name, content in files.items():
         atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
-        manifest["files"][name] = {"sha256": sha256_of(directory / name), "bytes": len(content)}
+        manifest["files"][name] = _file_record(directory / name)
     write_json(directory / MANIFEST, manifest)
     logger.info("added %s to %s", ", ".join(files), directory)
     return manifest
+
+
+def _file_record(path: Path) -> dict:
+    """A file's entry in the manifest, which `verify_files` checks on every load."""
+    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def read_manifest(directory: Path) -> dict:

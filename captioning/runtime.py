@@ -76,11 +76,12 @@ class _LiteRTModel:
 class LiteRTEncoder:
     """The encoder on LiteRT/XNNPACK.
 
-    `batch_threads` sets the threads for batches of two or more images; a single image always
-    gets `num_threads` (default: every core). In the service, batches form only under load,
-    while other requests' uploads are being decoded on the other cores: there, one encoder
-    thread that leaves those cores free beat two that fight over them (2-core machine,
-    concurrency 8: 41 against 34 images/s; a lone image: 8 ms with two threads, 14 with one).
+    `batch_threads` sets the threads for batches of two or more images (None or 0: as many as
+    for one image); a single image always gets `num_threads` (default: every core). In the
+    service, batches form only under load, while other requests' uploads are being decoded on
+    the other cores: there, one encoder thread that leaves those cores free beat two that fight
+    over them (2-core machine, concurrency 8: 41 against 34 images/s; a lone image: 8 ms with
+    two threads, 14 with one).
     """
 
     name = "litert"
