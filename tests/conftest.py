@@ -27,6 +27,7 @@ TINY_TRAINING = {
     "patience": 1000,
     "eval_beam_size": 3,
     "weight_average": 0.0,  # the raw weights: this model must overfit its few captions fast
+    "self_critical_minutes": 0.0,  # cross-entropy alone; tests/training/test_self_critical.py
 }
 
 

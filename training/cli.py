@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         default=0.999,
         help="decay of the weight moving average used for dev scoring and export (0: off)",
     )
+    train.add_argument(
+        "--self-critical-minutes",
+        type=float,
+        default=7.0,
+        help="minutes of self-critical (CIDEr-D) fine-tuning after cross-entropy (0: off)",
+    )
+    train.add_argument("--self-critical-epochs", type=int, default=10, help="at most this many")
+    train.add_argument("--self-critical-lr", type=float, default=5e-5)
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--max-train-images", type=int, default=None)
     train.add_argument(
@@ -144,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 dropout=args.dropout,
                 patience=args.patience,
                 weight_average=args.weight_average,
+                self_critical_minutes=args.self_critical_minutes,
+                self_critical_epochs=args.self_critical_epochs,
+                self_critical_learning_rate=args.self_critical_lr,
                 seed=args.seed,
                 max_train_images=args.max_train_images,
                 strategy=args.strategy,

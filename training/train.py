@@ -34,6 +34,7 @@ from captioning.text import PAD_ID, Vocabulary
 from training.data import Flickr8k, Split, load_flickr8k
 from training.features import Features, cache_key, extract_features
 from training.metrics import score_captions
+from training.self_critical import SelfCriticalConfig, SelfCriticalTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ FINAL_FILE = "model_final.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 AVERAGE_FILE = "weight_average.npz"
 STATE_FILE = "train_state.json"
+SELF_CRITICAL_FILE = "self_critical.weights.h5"
 # Minutes kept back from --time-budget-minutes for the LiteRT export and the final dev scoring.
 EXPORT_RESERVE_MINUTES = 3.0
 LENGTH_BUCKET = 4  # steps are padded to a multiple of this: few shapes, few retraces
@@ -77,6 +79,11 @@ class TrainConfig:
     # Dev scoring and export use an exponential moving average of the weights (0: off); see
     # WeightAverage.
     weight_average: float = 0.999
+    # Self-critical fine-tuning on CIDEr-D after cross-entropy (see training.self_critical):
+    # at most this many minutes (0: off), taken out of --time-budget-minutes, and epochs.
+    self_critical_minutes: float = 7.0
+    self_critical_epochs: int = 10
+    self_critical_learning_rate: float = 5e-5
     seed: int = 42
     resume: bool = False
     export_tflite: bool = True
@@ -292,7 +299,7 @@ class DevSelection(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         swap = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
         with swap:  # score (and keep, if best) the averaged weights
-            improved = self._score_and_keep_best(epoch, logs or {})
+            improved = self.score_and_keep_best(epoch, logs or {})
         self._adjust_learning_rate(improved)
         self.state["epoch"] = epoch + 1
         # Model + optimizer (+ average) first, then the state that points at them: a crash in
@@ -313,27 +320,37 @@ class DevSelection(keras.callbacks.Callback):
             )
             self.model.stop_training = True
 
-    def _score_and_keep_best(self, epoch: int, logs: dict) -> bool:
+    def score_and_keep_best(
+        self,
+        epoch: int,
+        logs: dict,
+        phase: str = "cross-entropy",
+        learning_rate: float | None = None,
+    ) -> bool:
+        """Score the model's current weights on dev; save them if they are the best so far."""
         predictor = self.make_predictor(self.model)
         options = DecodeOptions(beam_size=self.config.eval_beam_size)
         started = time.perf_counter()
         captions = [c[0].text for c in predictor.generate(self.dev_encoded, options)]
         scores = score_captions(self.dev.raw_captions, captions, full=False)
         cider, bleu4 = float(scores["CIDEr"]), float(scores["BLEU-4"])
+        if learning_rate is None:
+            learning_rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         record = {
             "epoch": epoch + 1,
-            "loss": float(logs.get("loss", float("nan"))),
+            "phase": phase,
+            **{name: float(value) for name, value in logs.items()},  # loss, or mean reward
             "dev_BLEU-4": bleu4,
             "dev_CIDEr": cider,
             "distinct_words": len({w for c in captions for w in c.split()}),
-            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "learning_rate": float(learning_rate),
             "minutes": (time.time() - self.started) / 60,
             "eval_seconds": time.perf_counter() - started,
         }
         self.state["history"].append(record)
         logger.info(
-            "epoch %(epoch)d: loss %(loss).3f dev BLEU-4 %(dev_BLEU-4).4f CIDEr "
-            "%(dev_CIDEr).4f (%(distinct_words)d words) lr %(learning_rate).2e",
+            "epoch %(epoch)d (%(phase)s): dev BLEU-4 %(dev_BLEU-4).4f CIDEr %(dev_CIDEr).4f "
+            "(%(distinct_words)d words) lr %(learning_rate).2e",
             record,
         )
         if cider > self.state["best_cider"]:
@@ -354,13 +371,15 @@ class DevSelection(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(new_lr)
 
     def _next_epoch_overruns_budget(self, minutes: float, epoch_started: float) -> bool:
-        """Stop while another epoch (as long as this one, dev scoring included) and the export
-        still fit in the budget, rather than noticing only once it is spent."""
+        """Stop while another epoch (as long as this one, dev scoring included), self-critical
+        training and the export still fit in the budget, rather than noticing only once it is
+        spent."""
         budget = self.config.time_budget_minutes
         if budget is None:
             return False
         epoch_minutes = (time.time() - epoch_started) / 60
-        return minutes + epoch_minutes + EXPORT_RESERVE_MINUTES > budget
+        reserved = EXPORT_RESERVE_MINUTES + self.config.self_critical_minutes
+        return minutes + epoch_minutes + reserved > budget
 
 
 # --- the pipeline -------------------------------------------------------------------------------
@@ -491,7 +510,12 @@ def train(config: TrainConfig) -> dict:
     selection = DevSelection(
         config, make_predictor, dev_split, dev_features, state, started, average
     )
-    if state["epoch"] < config.epochs and not state["stale_epochs"] >= config.patience:
+    cross_entropy_done = (
+        state.get("phase") == "self-critical"
+        or state["epoch"] >= config.epochs
+        or state["stale_epochs"] >= config.patience
+    )
+    if not cross_entropy_done:
         decoder.fit(
             batches.as_dataset(),
             epochs=config.epochs,
@@ -499,13 +523,20 @@ def train(config: TrainConfig) -> dict:
             callbacks=[c for c in (average, selection) if c is not None],
             verbose=2,
         )
-    atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)
     if (checkpoint_dir / BEST_WEIGHTS_FILE).is_file():
         decoder.load_weights(checkpoint_dir / BEST_WEIGHTS_FILE)
+    if config.self_critical_minutes > 0 and config.self_critical_epochs > 0:
+        selection.set_model(decoder)
+        fine_tune_self_critical(
+            config, decoder, vocabulary, max_words, train_split, train_features, selection
+        )
+        decoder.load_weights(checkpoint_dir / BEST_WEIGHTS_FILE)
+    atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)
 
     manifest = dict(manifest_base)
     manifest["training"].update(
         epochs_run=state["epoch"],
+        self_critical_epochs_run=state.get("sc_epochs", 0),
         best_epoch=state["best_epoch"],
         history=state["history"],
         minutes=round((time.time() - started) / 60, 1),
@@ -513,6 +544,61 @@ def train(config: TrainConfig) -> dict:
     return export_artifacts(
         config, encoder, decoder, decoder_config, vocabulary, manifest, dev_split, dev_features
     )
+
+
+def fine_tune_self_critical(
+    config: TrainConfig,
+    decoder: keras.Model,
+    vocabulary: Vocabulary,
+    max_words: int,
+    split: Split,
+    features: Features,
+    selection: DevSelection,
+) -> None:
+    """Self-critical epochs from the best cross-entropy weights, each scored on dev (and kept
+    if best), until `self_critical_epochs` are done or its minutes (or the budget) run out.
+
+    The decoder's weights are checkpointed after every epoch, so `--resume` continues this
+    phase; its optimizer restarts, as Adam's moments settle within a few batches.
+    """
+    state, checkpoint_dir = selection.state, config.work_dir / "checkpoints"
+    if state.get("phase") == "self-critical":
+        decoder.load_weights(checkpoint_dir / SELF_CRITICAL_FILE)
+        logger.info("resuming self-critical training after %d epoch(s)", state["sc_epochs"])
+    else:
+        state.update(phase="self-critical", sc_epochs=0, sc_minutes=0.0)
+    now = time.time()
+    deadline = now + (config.self_critical_minutes - state["sc_minutes"]) * 60
+    if config.time_budget_minutes is not None:
+        budget_end = selection.started + (config.time_budget_minutes - EXPORT_RESERVE_MINUTES) * 60
+        deadline = min(deadline, budget_end)
+    trainer = SelfCriticalTrainer(
+        decoder,
+        vocabulary,
+        split.captions,
+        max_words,
+        SelfCriticalConfig(
+            learning_rate=config.self_critical_learning_rate,
+            length_penalty=config.length_penalty,
+            no_repeat_ngram=config.no_repeat_ngram,
+        ),
+        seed=config.seed + state["epoch"] + state["sc_epochs"],
+    )
+    while state["sc_epochs"] < config.self_critical_epochs and time.time() < deadline:
+        started = time.time()
+        result = trainer.train_epoch(features, deadline)
+        if not result["batches"]:
+            break
+        state["sc_epochs"] += 1
+        selection.score_and_keep_best(
+            state["epoch"] + state["sc_epochs"] - 1,
+            {"mean_reward": result["mean_reward"], "batches": result["batches"]},
+            phase="self-critical",
+            learning_rate=config.self_critical_learning_rate,
+        )
+        state["sc_minutes"] += (time.time() - started) / 60
+        atomic_write(checkpoint_dir / SELF_CRITICAL_FILE, decoder.save_weights)
+        write_json(checkpoint_dir / STATE_FILE, state)
 
 
 def export_artifacts(
