@@ -43,7 +43,7 @@ from app.schemas import (
 )
 from app.uploads import UploadedFile, format_bytes
 from captioning.bundle import ArtifactError
-from captioning.images import decode_image
+from captioning.images import decode_upload
 from captioning.predictor import DecodeOptions
 from captioning.types import Caption
 
@@ -262,8 +262,9 @@ class CaptionService:
 
         def work() -> DecodedUpload:
             started = time.perf_counter()
-            image = decode_image(data, max_pixels=self.settings.max_image_pixels)
-            width, height = image.size
+            image, (width, height) = decode_upload(
+                data, max_pixels=self.settings.max_image_pixels, min_size=predictor.input_size
+            )
             pixels = predictor.preprocess([image])[0]
             return DecodedUpload(pixels, width, height, (time.perf_counter() - started) * 1000)
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
 from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
-from captioning.images import to_model_batch
+from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
     EncoderRuntime,
     LiteRTDecoderStep,
@@ -143,6 +143,10 @@ class CaptionPredictor:
             captions = self.generate(encoded, DecodeOptions(beam_size=beam_size))
             if not captions[0] or not np.isfinite(captions[0][0].log_prob):
                 raise ArtifactError(f"the decoder gives no valid caption at beam size {beam_size}")
+
+    def read_image(self, path: Path | str) -> Image.Image:
+        """An image file, decoded as the service decodes uploads (see `decode_upload`)."""
+        return load_image_file(Path(path), min_size=self.input_size)
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         return to_model_batch(images, self.input_size)

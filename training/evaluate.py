@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from captioning.images import ImageError, load_image_file
+from captioning.images import ImageError
 from captioning.predictor import CaptionPredictor, DecodeOptions
 from captioning.types import CaptionResult
 from training.data import load_flickr8k
@@ -45,7 +45,7 @@ def caption_files(
         errors: dict[Path, ImageError] = {}
         for path in batch:
             try:
-                images.append(load_image_file(path))
+                images.append(predictor.read_image(path))
                 readable.append(path)
             except (ImageError, OSError) as exc:
                 errors[path] = exc if isinstance(exc, ImageError) else ImageError(str(exc))
@@ -177,7 +177,7 @@ def write_html_report(
     options = DecodeOptions(beam_size=3, return_attention=True)
     rows = []
     for path, refs in zip(paths, references, strict=True):
-        image = load_image_file(path)
+        image = predictor.read_image(path)
         caption = predictor.caption_images([image], options)[0].best
         maps = "".join(
             f'<figure><img src="{_attention_overlay(image, weights)}"><figcaption>'

@@ -25,7 +25,7 @@ from captioning.runtime import KerasEncoder
 logger = logging.getLogger(__name__)
 
 EXTRACT_BATCH_SIZE = 64
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: large JPEGs decode at a reduced DCT scale (decode_upload)
 
 
 @dataclass
@@ -48,7 +48,7 @@ def cache_key(backbone: str, weights_id: str, input_size: int, paths: Sequence[P
 
 def _load_pixels(path: bytes, size: int) -> tuple[np.ndarray, bool]:
     try:
-        return to_model_input(load_image_file(Path(path.decode())), size), True
+        return to_model_input(load_image_file(Path(path.decode()), min_size=size), size), True
     except (ImageError, OSError) as exc:
         logger.warning("cannot read %s: %s", path.decode(), exc)
         return np.zeros((size, size, 3), np.float32), False

@@ -85,6 +85,13 @@ def test_exif_rotation_is_applied_before_reporting_size(client) -> None:
     assert (body["width"], body["height"]) == (30, 60)
 
 
+def test_a_photo_decoded_at_reduced_scale_still_reports_its_full_size(client) -> None:
+    # Many times the model's input on each side: libjpeg decodes it at 1/4 scale.
+    body = post_file(client, images.exif_rotated_jpeg(stored=(400, 200))).json()
+    assert (body["width"], body["height"]) == (200, 400)
+    assert body["caption"] == "a red square on a table"
+
+
 # --- multipart problems --------------------------------------------------------------------------
 def test_missing_file_field(client) -> None:
     message = assert_error(post_file(client, jpeg(), field="image"), 422, "missing_file")
