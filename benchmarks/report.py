@@ -147,6 +147,25 @@ def baseline_section(baseline: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _server_breakdown(http: dict[str, Any]) -> list[str]:
+    """The server's own median timings at concurrency 1, against the client's p50."""
+    level = http.get("concurrency", {}).get("1", {})
+    stages = level.get("server_median_ms")
+    if not stages or level.get("p50_ms") is None:
+        return []
+    parts = ", ".join(
+        f"{stage} {_ms(stages[stage], 1)}"
+        for stage in ("decode", "queue", "encode", "generate")
+        if stage in stages
+    )
+    rest = level["p50_ms"] - stages.get("total", 0.0)
+    return [
+        f"- At concurrency 1 the server's own median timings (ms): {parts}; total "
+        f"{_ms(stages.get('total'), 1)}. The other {_ms(rest, 1)} ms of the "
+        f"{_ms(level['p50_ms'], 1)} ms p50 are HTTP, upload parsing and the client."
+    ]
+
+
 def http_section(http: dict[str, Any]) -> list[str]:
     rows = []
     for concurrency, level in http.get("concurrency", {}).items():
@@ -172,6 +191,7 @@ def http_section(http: dict[str, Any]) -> list[str]:
         f"{_ms(http.get('upload_bytes_mean', 0) / 1000, 0)} kB on average, `POST /caption` "
         f"with beam {http.get('beam_size')}, on {http.get('host')}",
         f"- Sample caption: {http.get('sample_caption')!r}",
+        *_server_breakdown(http),
         "",
         f"![latency and throughput]({PLOT_PNG})",
     ]

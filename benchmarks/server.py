@@ -213,6 +213,7 @@ async def load_run(
     ) as client:
         await asyncio.gather(*(_post(client, images[i % len(images)]) for i in range(concurrency)))
         latencies: list[float] = []
+        server_ms: list[dict[str, float]] = []  # the server's own timings_ms per request
         errors: dict[str, int] = {}
         issued = 0
         started = time.perf_counter()
@@ -231,6 +232,7 @@ async def load_run(
                     status = type(exc).__name__
                 if status == "200":
                     latencies.append((time.perf_counter() - sent) * 1000.0)
+                    server_ms.append(response.json().get("timings_ms", {}))
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
@@ -242,6 +244,7 @@ async def load_run(
         "errors": errors,
         "images_per_s": len(latencies) / elapsed if elapsed > 0 else 0.0,
         "latencies_ms": latencies,
+        "server_ms": server_ms,
     }
 
 
@@ -278,6 +281,15 @@ def summarize_level(runs: list[dict[str, Any]]) -> dict[str, Any]:
             p95_ms=percentile(latencies, 95),
             latency_ms=summarize(latencies),
         )
+    # Where a request's time goes on the server (median per stage): the rest of the latency
+    # is HTTP, multipart parsing and the client.
+    stages: dict[str, list[float]] = {}
+    for run in runs:
+        for timings in run.get("server_ms", []):
+            for stage, value in timings.items():
+                stages.setdefault(stage, []).append(float(value))
+    if stages:
+        level["server_median_ms"] = {stage: median(values) for stage, values in stages.items()}
     return level
 
 
