@@ -523,15 +523,17 @@ def train(config: TrainConfig) -> dict:
             callbacks=[c for c in (average, selection) if c is not None],
             verbose=2,
         )
-    if (checkpoint_dir / BEST_WEIGHTS_FILE).is_file():
-        decoder.load_weights(checkpoint_dir / BEST_WEIGHTS_FILE)
+    best = checkpoint_dir / BEST_WEIGHTS_FILE
     if config.self_critical_minutes > 0 and config.self_critical_epochs > 0:
+        if best.is_file():  # fine-tune the best cross-entropy weights, not the last ones
+            decoder.load_weights(best)
         selection.set_model(decoder)
         fine_tune_self_critical(
             config, decoder, vocabulary, max_words, train_split, train_features, selection
         )
-        decoder.load_weights(checkpoint_dir / BEST_WEIGHTS_FILE)
-    atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)
+    atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)  # the last weights trained
+    if best.is_file():
+        decoder.load_weights(best)
 
     manifest = dict(manifest_base)
     manifest["training"].update(
