@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--artifacts", type=Path, default=Path("artifacts"))
 
+    compare = commands.add_parser(
+        "compare",
+        help="paired bootstrap of two evaluations' captions: is the candidate really better?",
+    )
+    compare.add_argument("baseline", type=Path, help="captions_<split>.jsonl from evaluate")
+    compare.add_argument("candidate", type=Path, help="captions_<split>.jsonl from evaluate")
+
     caption = commands.add_parser("caption", help="caption image files and folders offline")
     caption.add_argument("paths", type=Path, nargs="+")
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -180,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.update_manifest:
                 record_metrics(args.artifacts, predictor, summary)
             print(json.dumps(summary, indent=2))
+        elif args.command == "compare":
+            from training.compare import compare_caption_files
+
+            print(json.dumps(compare_caption_files(args.baseline, args.candidate), indent=2))
         elif args.command == "export-tflite":
             from captioning.bundle import (
                 DECODER_STEP_TFLITE,

@@ -41,11 +41,13 @@ def score_captions(
     references: Sequence[Sequence[str]],
     hypotheses: Sequence[str],
     full: bool = True,
-) -> dict[str, float | str]:
+    per_image: bool = False,
+) -> dict:
     """COCO metrics of one hypothesis per image against its references.
 
     `full=False` computes only BLEU-1..4 and CIDEr on already-normalised text: the quick score
-    used to select checkpoints during training.
+    used to select checkpoints during training. `per_image` adds each image's CIDEr
+    ("CIDEr_per_image", a list) for paired comparisons (`training.compare`).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -58,7 +60,10 @@ def score_captions(
     bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
     for n, value in enumerate(bleu, start=1):
         results[f"BLEU-{n}"] = float(value)
-    results["CIDEr"] = float(Cider().compute_score(refs, hyps)[0])
+    cider, cider_per_image = Cider().compute_score(refs, hyps)
+    results["CIDEr"] = float(cider)
+    if per_image:
+        results["CIDEr_per_image"] = [float(value) for value in cider_per_image]
     if full:
         from pycocoevalcap.rouge.rouge import Rouge
 
