@@ -309,6 +309,7 @@ def beam_search(
     # Every per-beam array is flat, (images * beam_size, ...): reordering the beams after a
     # step is then one fancy index per array.
     first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
+    image_rows = np.arange(batch)[:, None]
     h = np.repeat(stepper.h0, beam_size, axis=0)
     c = np.repeat(stepper.c0, beam_size, axis=0)
     tokens = np.full(rows, START_ID, dtype=np.int64)
@@ -332,10 +333,12 @@ def beam_search(
         log_probs[finished] = finished_row  # a finished beam only grows padding, at no cost
         candidates = (beam_log_prob[:, None] + log_probs).reshape(batch, -1)
         top = np.argpartition(-candidates, beam_size - 1, axis=1)[:, :beam_size]
-        top_scores = np.take_along_axis(candidates, top, 1)
+        # Plain fancy indexing: np.take_along_axis costs more in building its index than in
+        # the lookup itself, three times per step.
+        top_scores = candidates[image_rows, top]
         order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1).reshape(-1)
-        beam_log_prob = np.take_along_axis(top_scores, order, 1).reshape(-1)
+        top = top[image_rows, order].reshape(-1)
+        beam_log_prob = top_scores[image_rows, order].reshape(-1)
         parent = first_row + top // vocab
         word = top % vocab
         was_finished = finished[parent]

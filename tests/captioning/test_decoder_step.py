@@ -87,3 +87,24 @@ def test_runtime_choice_is_validated(bundle):
         make_decoder_step(None, "litert")
     with pytest.raises(ValueError, match="unknown decoder runtime"):
         make_decoder_step(bundle.tflite_decoder_step, "onnx")
+
+
+def test_one_runtime_serves_captions_of_different_images_and_batch_sizes(
+    bundle, numpy_predictor, encoded
+):
+    """The runtime copies an image's regions in once per caption, not per word: a caption
+    decoded after others, of other sizes, must come out as with a runtime of its own."""
+    shared = LiteRTDecoderStep(bundle.tflite_decoder_step)
+    weights, max_length = numpy_predictor.weights, numpy_predictor.max_length
+
+    def caption(runtime, rows):
+        grid, pooled = encoded.grid[rows], encoded.pooled[rows]
+        return [
+            b[0].token_ids
+            for b in beam_search(weights, grid, pooled, 3, max_length, runtime=runtime)
+        ]
+
+    orders = [[0], [1], [1, 2], [0, 2], list(range(len(encoded))), [0]]
+    for rows in orders:
+        fresh = LiteRTDecoderStep(bundle.tflite_decoder_step)
+        assert caption(shared, rows) == caption(fresh, rows)
