@@ -527,10 +527,15 @@ def train(config: TrainConfig) -> dict:
     if config.self_critical_minutes > 0 and config.self_critical_epochs > 0:
         if best.is_file():  # fine-tune the best cross-entropy weights, not the last ones
             decoder.load_weights(best)
-        selection.set_model(decoder)
+        # On a single-device copy, built outside any distribution strategy: its compiled
+        # gradient step updates plain variables, and the phase is short.
+        tuned = build_decoder(decoder_config)
+        tuned.set_weights(decoder.get_weights())
+        selection.set_model(tuned)
         fine_tune_self_critical(
-            config, decoder, vocabulary, max_words, train_split, train_features, selection
+            config, tuned, vocabulary, max_words, train_split, train_features, selection
         )
+        decoder.set_weights(tuned.get_weights())
     atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)  # the last weights trained
     if best.is_file():
         decoder.load_weights(best)

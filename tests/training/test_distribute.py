@@ -28,7 +28,7 @@ write_flickr8k(base / "data")
 manifest = train(TrainConfig(
     data_dir=base / "data", artifacts_dir=base / "artifacts", work_dir=base / "work",
     strategy="mirrored", epochs=1, min_word_count=1, embedding_dim=16, hidden_dim=32,
-    batch_images=6, export_tflite=False,
+    batch_images=6, export_tflite=False, self_critical_epochs=1,
 ))
 print("RESULT " + json.dumps(manifest["training"]))
 """
@@ -50,5 +50,9 @@ def test_mirrored_strategy_trains_on_two_logical_devices(tmp_path):
     training = json.loads(line.removeprefix("RESULT "))
     assert training["replicas"] == 2
     assert training["strategy"] == "mirrored"
-    assert [r["epoch"] for r in training["history"]] == [1]
+    # One cross-entropy epoch on both devices, then self-critical training on a copy on one.
+    assert [(r["epoch"], r["phase"]) for r in training["history"]] == [
+        (1, "cross-entropy"),
+        (2, "self-critical"),
+    ]
     assert (tmp_path / "artifacts" / "manifest.json").is_file()
