@@ -92,7 +92,7 @@ def encoder_section(encoder: dict[str, Any]) -> list[str]:
     lines = _table(["Runtime", "Batch 1, ms/image", "Batch 8, ms/image"], rows)
     lines.append(
         f"LiteRT model: {encoder.get('tflite_source')}; input {encoder.get('input_size')} px; "
-        f"largest pooled-feature difference between runtimes: "
+        f"largest pooled-feature difference between runtimes, relative to the largest feature: "
         f"{_sig(encoder.get('max_pooled_difference'))} (agree: {encoder.get('runtimes_agree')})."
     )
     return [*lines, ""]

@@ -103,16 +103,41 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def finished_row(vocab: int) -> np.ndarray:
+    """The log-probs a finished beam continues with: only padding, at no cost."""
+    row = np.full(vocab, NEG_INF, np.float32)
+    row[PAD_ID] = 0.0
+    return row
+
+
 class StepRuntime(Protocol):
-    """Another engine for `_Stepper.step`'s equations (see `captioning.runtime`), on arrays
+    """Another engine for `_Stepper`'s equations (see `captioning.runtime`), on arrays
     grouped per image: input gates (B, K, 4H), h and c (B, K, H), keys (B, R, H) ->
-    log_probs (B, K, V), h, c, attention (B, K, R)."""
+    log_probs (B, K, V), h, c, attention (B, K, R). `init` and `beam_step` are optional
+    (`has_init`, `has_beam_step`): `_Stepper` does their part in NumPy when they are absent."""
 
     name: str
+    has_init: bool
+    has_beam_step: bool
 
     def __call__(
         self, input_gates: np.ndarray, h: np.ndarray, c: np.ndarray, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def init(
+        self, grid: np.ndarray, pooled: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def beam_step(
+        self,
+        input_gates: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        keys: np.ndarray,
+        beam_scores: np.ndarray,
+        finished: np.ndarray,
+        penalty: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class _Stepper:
@@ -127,9 +152,16 @@ class _Stepper:
     ) -> None:
         self.w = weights
         self.runtime = runtime
+        self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
+        self.finished_row = finished_row(len(weights.logits[1])).astype(np.float64)
+        if runtime is not None and runtime.has_init:
+            # Projecting every region is the largest product of a short caption; int8 in
+            # LiteRT it costs a fraction of float32 NumPy, which also fights the encoder
+            # for the cores under load.
+            self.keys, self.h0, self.c0 = runtime.init(grid, pooled)
+            return
         kernel, bias = weights.region_keys
         self.keys = (grid.astype(np.float32) @ kernel + bias).astype(np.float32)  # (B, R, H)
-        self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
         pooled = pooled.astype(np.float32)
         self.h0 = np.tanh(pooled @ weights.init_h[0] + weights.init_h[1])
         self.c0 = np.tanh(pooled @ weights.init_c[0] + weights.init_c[1])
@@ -164,6 +196,55 @@ class _Stepper:
         logits = _matmul(combined, w.logits[0]) + w.logits[1]
         return _log_softmax(logits), h, c, attention
 
+    def beam_step(
+        self,
+        tokens: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        beams: int,
+        beam_scores: np.ndarray,
+        finished: np.ndarray,
+        penalty: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One word of beam search for every image's `beams` rows.
+
+        Each row's log-probs plus `penalty` (N, V) extend its beam's score (`beam_scores`,
+        (N,)); a finished row only grows padding at no cost. Returns the `beams` best
+        candidates per image, best first - scores (B, K) and indices into that image's
+        K x V candidates - then every row's new h, c and attention (not yet reordered).
+        """
+        images = len(self.keys)
+        if self.runtime is not None and self.runtime.has_beam_step:
+            hidden = h.shape[1]
+            scores, index, h, c, attention = self.runtime.beam_step(
+                self.w.word_gates[tokens].reshape(images, beams, -1),
+                h.reshape(images, beams, hidden),
+                c.reshape(images, beams, hidden),
+                self.keys,
+                beam_scores.reshape(images, beams),
+                finished.reshape(images, beams),
+                penalty.reshape(images, beams, -1),
+            )
+            rows = len(tokens)
+            return (
+                scores,
+                index,
+                h.reshape(rows, hidden),
+                c.reshape(rows, hidden),
+                attention.reshape(rows, -1),
+            )
+        log_probs, h, c, attention = self.step(tokens, h, c, beams)
+        log_probs = log_probs.astype(np.float64) + penalty
+        log_probs[finished] = self.finished_row
+        candidates = (beam_scores[:, None] + log_probs).reshape(images, -1)
+        top = np.argpartition(-candidates, beams - 1, axis=1)[:, :beams]
+        # Plain fancy indexing: np.take_along_axis costs more in building its index than in
+        # the lookup itself.
+        image_rows = np.arange(images)[:, None]
+        top_scores = candidates[image_rows, top]
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return top_scores[image_rows, order], top[image_rows, order], h, c, attention
+
     def _runtime_step(
         self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, beams: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -190,7 +271,8 @@ def _only_end(log_probs: np.ndarray) -> np.ndarray:
 
 
 def _block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) -> None:
-    """Forbid, per row, any word that would repeat an n-gram already in that row's caption.
+    """Forbid, per row, any word that would repeat an n-gram already in that row's caption
+    (sets it to NEG_INF in `log_probs`, or in a penalty added to them).
 
     Small captioners loop ("a man in a yellow shirt and a yellow shirt and ..."); banning a
     repeated trigram is the standard cure, and it costs a short scan per row and step.
@@ -309,7 +391,6 @@ def beam_search(
     # Every per-beam array is flat, (images * beam_size, ...): reordering the beams after a
     # step is then one fancy index per array.
     first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
-    image_rows = np.arange(batch)[:, None]
     h = np.repeat(stepper.h0, beam_size, axis=0)
     c = np.repeat(stepper.c0, beam_size, axis=0)
     tokens = np.full(rows, START_ID, dtype=np.int64)
@@ -320,25 +401,24 @@ def beam_search(
     finished = np.zeros(rows, bool)
     history = np.zeros((rows, 0), np.int64)
     maps = np.zeros((rows, 0, stepper.keys.shape[1]), np.float32)
+    # Added to the log-probs: NEG_INF where a word may not come next (a repeated n-gram, or
+    # anything but <end> at the length limit).
+    no_penalty = np.zeros((rows, vocab), np.float32)
+    only_end = np.full((rows, vocab), NEG_INF, np.float32)
+    only_end[:, END_ID] = 0.0
 
-    finished_row = np.full(vocab, -np.inf)
-    finished_row[PAD_ID] = 0.0
     for step in range(max_length + 1):
-        log_probs, h, c, attention = stepper.step(tokens, h, c, beams=beam_size)
+        penalty = no_penalty
         if step == max_length:
-            log_probs = _only_end(log_probs)
-        elif no_repeat_ngram:
-            _block_repeated_ngrams(log_probs, history, no_repeat_ngram)
-        log_probs = log_probs.astype(np.float64)
-        log_probs[finished] = finished_row  # a finished beam only grows padding, at no cost
-        candidates = (beam_log_prob[:, None] + log_probs).reshape(batch, -1)
-        top = np.argpartition(-candidates, beam_size - 1, axis=1)[:, :beam_size]
-        # Plain fancy indexing: np.take_along_axis costs more in building its index than in
-        # the lookup itself, three times per step.
-        top_scores = candidates[image_rows, top]
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = top[image_rows, order].reshape(-1)
-        beam_log_prob = top_scores[image_rows, order].reshape(-1)
+            penalty = only_end
+        elif no_repeat_ngram and step >= no_repeat_ngram - 1:
+            penalty = no_penalty.copy()
+            _block_repeated_ngrams(penalty, history, no_repeat_ngram)
+        top_scores, top, h, c, attention = stepper.beam_step(
+            tokens, h, c, beam_size, beam_log_prob, finished, penalty
+        )
+        top = top.reshape(-1)
+        beam_log_prob = top_scores.reshape(-1).astype(np.float64)
         parent = first_row + top // vocab
         word = top % vocab
         was_finished = finished[parent]

@@ -79,9 +79,10 @@ class LiteRTEncoder:
     `batch_threads` sets the threads for batches of two or more images (None or 0: as many as
     for one image); a single image always gets `num_threads` (default: every core). In the
     service, batches form only under load, while other requests' uploads are being decoded on
-    the other cores: there, one encoder thread that leaves those cores free beat two that fight
-    over them (2-core machine, concurrency 8: 41 against 34 images/s; a lone image: 8 ms with
-    two threads, 14 with one).
+    the other cores. Which wins depends on the encoder's share of the work (2-core machine,
+    concurrency 8): with Lite0 one thread that left the other core free beat two (41 against
+    34 images/s); with Lite1, the heavier encoder, two beat one (30.7 against 25.6). The
+    service's setting is `CAPTIONER_ENCODER_BATCH_THREADS`.
     """
 
     name = "litert"
@@ -132,45 +133,71 @@ def make_encoder_runtime(
     return KerasEncoder(model)
 
 
-TFLITE_TOLERANCE = 1e-3  # max abs difference of pooled features, float32 export vs Keras
+# Max |difference| of pooled features, export vs Keras, relative to the largest feature: float32
+# agrees to rounding; float16 weights move features by about 0.4% of their range.
+TFLITE_TOLERANCE = {"float32": 1e-3, "float16": 2e-2}
 
 
-def export_tflite(model: keras.Model) -> bytes:
-    """Convert the Keras encoder to a float32 LiteRT flatbuffer (dynamic batch size), checked
-    against the Keras model on random pixels; raises RuntimeError if they disagree."""
+def export_tflite(model: keras.Model, weights: str = "float16") -> bytes:
+    """Convert the Keras encoder to a LiteRT flatbuffer (dynamic batch size), checked against
+    the Keras model on random pixels; raises RuntimeError if they disagree.
+
+    `weights`: "float16" stores the weights in half precision - half the file, and XNNPACK
+    unpacks them to float32 once when the model loads, so inference runs in float32 as
+    before - or "float32".
+    """
     import tensorflow as tf
 
+    if weights not in TFLITE_TOLERANCE:
+        raise ValueError(f"weights must be one of {sorted(TFLITE_TOLERANCE)}, not {weights!r}")
     signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     # No `trackable_obj`: with one, TF 2.21 leaves the weights as variables that the
     # flatbuffer never fills in, and the export silently computes garbage.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    if weights == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     flatbuffer = converter.convert()
     pixels = np.random.default_rng(0).uniform(0, 255, (2, *model.input_shape[1:]))
     pixels = pixels.astype(np.float32)
     expected = KerasEncoder(model)(pixels)[1]
     exported = LiteRTEncoder(flatbuffer)(pixels)[1]
-    difference = float(np.abs(expected - exported).max())
-    if not np.isfinite(difference) or difference > TFLITE_TOLERANCE:
-        raise RuntimeError(f"the LiteRT export disagrees with Keras (max difference {difference})")
-    logger.info("LiteRT export matches Keras (max pooled difference %.2e)", difference)
+    scale = max(float(np.abs(expected).max()), 1e-6)
+    difference = float(np.abs(expected - exported).max()) / scale
+    if not np.isfinite(difference) or difference > TFLITE_TOLERANCE[weights]:
+        raise RuntimeError(
+            f"the LiteRT export disagrees with Keras (max relative difference {difference:.2e})"
+        )
+    logger.info(
+        "LiteRT export (%s weights) matches Keras (max relative difference %.2e)",
+        weights,
+        difference,
+    )
     return flatbuffer
 
 
 # --- the decoder's step on LiteRT ----------------------------------------------------------------
 
 DECODER_STEP_LOG_PROB_TOLERANCE = 0.5  # max |difference| of log-probs against NumPy (int8)
+STEP_SIGNATURE, INIT_SIGNATURE, BEAM_STEP_SIGNATURE = "step", "init", "beam_step"
 
 
 class LiteRTDecoderStep:
-    """One decoding step (`captioning.decoding._Stepper.step`) as a LiteRT model with int8
-    weights (dynamic-range quantisation).
+    """The decoder's equations (`captioning.decoding._Stepper`) as a LiteRT model with int8
+    weights (dynamic-range quantisation), with up to three entry points (signatures):
+
+    - "step": one word for every row -> log-probs, h, c, attention (greedy decoding);
+    - "init": the image's regions and pooled vector -> region keys, h0, c0 (once per caption);
+    - "beam_step": one word of beam search, with the scoring and the top-k in the graph, so
+      that only K candidates per image come back to Python instead of K x vocabulary.
 
     Decoding on a CPU is bound by reading the weights from memory at every word: the LSTM's
     recurrent matrix, the attention output layer and the vocabulary layer. In int8 they are a
     quarter of the float32 bytes, and XNNPACK's kernels take the few rows of a beam in one pass
     where OpenBLAS falls back to slow small-matrix code. Measured on dev (1,000 images, beam
-    3), the captions move within noise of the float32 NumPy decoder; see the README.
+    3), the captions move within noise of the float32 NumPy decoder; see the README. Exports
+    older than "init" and "beam_step" still work: those parts then run in NumPy.
     """
 
     name = "litert-int8"
@@ -180,18 +207,61 @@ class LiteRTDecoderStep:
 
         # One thread: a step is far too small to split, and the encoder has the cores.
         self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
-        self._run = self._interpreter.get_signature_runner()
+        signatures = self._interpreter.get_signature_list()
+        runners = {key: self._interpreter.get_signature_runner(key) for key in signatures}
+        # An export with only the step has one signature, whatever its key.
+        self._step = runners.get(STEP_SIGNATURE) or next(iter(runners.values()))
+        self._init = runners.get(INIT_SIGNATURE)
+        self._beam_step = runners.get(BEAM_STEP_SIGNATURE)
+        self.has_init = self._init is not None
+        self.has_beam_step = self._beam_step is not None
 
     def __call__(
         self, input_gates: np.ndarray, h: np.ndarray, c: np.ndarray, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        out = self._run(
+        out = self._step(
             input_gates=np.ascontiguousarray(input_gates, np.float32),
             h=np.ascontiguousarray(h, np.float32),
             c=np.ascontiguousarray(c, np.float32),
             keys=np.ascontiguousarray(keys, np.float32),
         )
         return out["log_probs"], out["h"], out["c"], out["attention"]
+
+    def init(
+        self, grid: np.ndarray, pooled: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, R, C) regions and (B, C) pooled -> keys (B, R, H), h0 and c0 (B, H)."""
+        assert self._init is not None, "this export has no init signature"
+        out = self._init(
+            grid=np.ascontiguousarray(grid, np.float32),
+            pooled=np.ascontiguousarray(pooled, np.float32),
+        )
+        return out["keys"], out["h0"], out["c0"]
+
+    def beam_step(
+        self,
+        input_gates: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        keys: np.ndarray,
+        beam_scores: np.ndarray,
+        finished: np.ndarray,
+        penalty: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Arrays grouped per image, as in `__call__`, plus the beams' scores (B, K), which
+        beams have finished (B, K) and an additive penalty on the log-probs (B, K, V) ->
+        the K best (score, index into K x V) per image, best first, then h, c, attention."""
+        assert self._beam_step is not None, "this export has no beam_step signature"
+        out = self._beam_step(
+            input_gates=np.ascontiguousarray(input_gates, np.float32),
+            h=np.ascontiguousarray(h, np.float32),
+            c=np.ascontiguousarray(c, np.float32),
+            keys=np.ascontiguousarray(keys, np.float32),
+            beam_scores=np.ascontiguousarray(beam_scores, np.float32),
+            finished=np.ascontiguousarray(finished, np.float32),
+            penalty=np.ascontiguousarray(penalty, np.float32),
+        )
+        return out["scores"], out["index"], out["h"], out["c"], out["attention"]
 
 
 DECODER_RUNTIMES = ("auto", "litert", "numpy")
@@ -218,21 +288,27 @@ def make_decoder_step(tflite: bytes | None, preferred: str = "auto") -> LiteRTDe
 
 
 def export_decoder_step(weights: DecoderWeights) -> bytes:
-    """The decoding step as an int8-weight LiteRT flatbuffer, checked against the NumPy step on
-    random states; raises RuntimeError if they disagree (a broken export must not ship)."""
+    """The decoder's equations as an int8-weight LiteRT flatbuffer with the signatures
+    "step", "init" and "beam_step" (see LiteRTDecoderStep), checked against NumPy on random
+    states; raises RuntimeError if they disagree (a broken export must not ship)."""
     import tensorflow as tf
+
+    from captioning.decoding import finished_row
 
     hidden = weights.hidden_dim
     recurrent = tf.constant(weights.recurrent_kernel)
     combine_kernel, combine_bias = (tf.constant(a) for a in weights.combine)
     logit_kernel, logit_bias = (tf.constant(a) for a in weights.logits)
+    keys_kernel, keys_bias = (tf.constant(a) for a in weights.region_keys)
+    init_h_kernel, init_h_bias = (tf.constant(a) for a in weights.init_h)
+    init_c_kernel, init_c_bias = (tf.constant(a) for a in weights.init_c)
+    only_padding = tf.constant(finished_row(len(weights.word_gates)), tf.float32)
     scale = float(1.0 / np.sqrt(hidden))
 
     def rows(x: tf.Tensor) -> tf.Tensor:  # (B, K, X) -> (B*K, X): plain matrix products
         return tf.reshape(x, [-1, x.shape[-1]])
 
-    @tf.function
-    def step(input_gates, h, c, keys):  # the equations of `_Stepper.step`
+    def decode_word(input_gates, h, c, keys):  # the equations of `_Stepper.step`
         shape = tf.shape(h)
         gates = rows(input_gates) + tf.matmul(rows(h), recurrent)
         i, f, g, o = tf.split(gates, 4, axis=-1)
@@ -244,24 +320,66 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
         joined = tf.concat([h_next, context], axis=-1)
         combined = tf.tanh(tf.matmul(joined, combine_kernel) + combine_bias)
         log_probs = tf.nn.log_softmax(tf.matmul(combined, logit_kernel) + logit_bias)
+        return (
+            tf.reshape(log_probs, [shape[0], shape[1], -1]),
+            tf.reshape(h_next, shape),
+            tf.reshape(c_next, shape),
+            attention,
+        )
+
+    @tf.function
+    def step(input_gates, h, c, keys):
+        log_probs, h_next, c_next, attention = decode_word(input_gates, h, c, keys)
+        return {"log_probs": log_probs, "h": h_next, "c": c_next, "attention": attention}
+
+    @tf.function
+    def init(grid, pooled):  # `_Stepper.__init__`: once per caption
+        keys = tf.matmul(rows(grid), keys_kernel) + keys_bias
+        keys = tf.reshape(keys, [tf.shape(grid)[0], -1, hidden])
         return {
-            "log_probs": tf.reshape(log_probs, [shape[0], shape[1], -1]),
-            "h": tf.reshape(h_next, shape),
-            "c": tf.reshape(c_next, shape),
-            "attention": attention,
+            "keys": keys,
+            "h0": tf.tanh(tf.matmul(pooled, init_h_kernel) + init_h_bias),
+            "c0": tf.tanh(tf.matmul(pooled, init_c_kernel) + init_c_bias),
         }
 
-    signature = [
+    @tf.function
+    def beam_step(input_gates, h, c, keys, beam_scores, finished, penalty):  # `_Stepper.beam_step`
+        log_probs, h_next, c_next, attention = decode_word(input_gates, h, c, keys)
+        # expand_dims, not [..., None]: that strided slice has no LiteRT kernel.
+        finished = tf.expand_dims(finished, -1) > 0.5
+        log_probs = tf.where(finished, only_padding, log_probs + penalty)
+        candidates = tf.expand_dims(beam_scores, -1) + log_probs
+        beams = tf.shape(candidates)[1]
+        flat = tf.reshape(candidates, [tf.shape(candidates)[0], -1])
+        scores, index = tf.math.top_k(flat, k=beams)
+        return {"scores": scores, "index": index, "h": h_next, "c": c_next, "attention": attention}
+
+    per_row = [
         tf.TensorSpec([None, None, 4 * hidden], tf.float32, name="input_gates"),
         tf.TensorSpec([None, None, hidden], tf.float32, name="h"),
         tf.TensorSpec([None, None, hidden], tf.float32, name="c"),
         tf.TensorSpec([None, None, hidden], tf.float32, name="keys"),
     ]
+    features = weights.region_keys[0].shape[0]
     module = tf.Module()
-    module.step = step  # gives the flatbuffer a signature with named inputs and outputs
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [step.get_concrete_function(*signature)], module
-    )
+    # The attribute names become the flatbuffer's signature keys.
+    setattr(module, STEP_SIGNATURE, step)
+    setattr(module, INIT_SIGNATURE, init)
+    setattr(module, BEAM_STEP_SIGNATURE, beam_step)
+    functions = [
+        step.get_concrete_function(*per_row),
+        init.get_concrete_function(
+            tf.TensorSpec([None, None, features], tf.float32, name="grid"),
+            tf.TensorSpec([None, features], tf.float32, name="pooled"),
+        ),
+        beam_step.get_concrete_function(
+            *per_row,
+            tf.TensorSpec([None, None], tf.float32, name="beam_scores"),
+            tf.TensorSpec([None, None], tf.float32, name="finished"),
+            tf.TensorSpec([None, None, len(weights.word_gates)], tf.float32, name="penalty"),
+        ),
+    ]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, module)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
     flatbuffer = converter.convert()
     _check_decoder_step(weights, flatbuffer)
@@ -283,6 +401,17 @@ def _check_decoder_step(weights: DecoderWeights, flatbuffer: bytes) -> None:
     expected, ours = exact.step(tokens, h, c, beams), fast.step(tokens, h, c, beams)
     allowed = weights.logits[1] > -1e8  # banned words sit at -1e9 either way
     difference = float(np.abs(expected[0][:, allowed] - ours[0][:, allowed]).max())
+    # The K best scores of a beam step: a perturbation of every candidate by at most d moves
+    # each of them by at most d, whichever candidates they are.
+    scores = rng.normal(-5, 1, images * beams)
+    finished = np.arange(images * beams) % beams == beams - 1
+    penalty = np.zeros((images * beams, len(weights.word_gates)), np.float32)
+    penalty[:, 1::7] = -1e9
+    top = [
+        stepper.beam_step(tokens, h, c, beams, scores, finished, penalty)[0]
+        for stepper in (exact, fast)
+    ]
+    difference = max(difference, float(np.abs(top[0] - top[1]).max()))
     if not np.isfinite(difference) or difference > DECODER_STEP_LOG_PROB_TOLERANCE:
         raise RuntimeError(
             f"the LiteRT decoder step disagrees with NumPy (max log-prob difference {difference})"

@@ -48,8 +48,8 @@ def results_dict(**overrides: float) -> dict:
             "service_runtime": "litert",
             "tflite_source": "encoder.tflite (artifacts)",
             "max_pooled_difference": values["difference"],
-            "runtimes_agree": values["difference"] <= 1e-3,
-            "agreement_atol": 1e-3,
+            "runtimes_agree": values["difference"] <= 2e-2,
+            "agreement_rtol": 2e-2,
             "runtimes": {
                 "tensorflow": {"batch_1": stats(values["tf_ms"]), "batch_8": stats(20.0)},
                 "litert": {"batch_1": stats(values["litert_ms"]), "batch_8": stats(10.0)},

@@ -11,6 +11,7 @@ from captioning.runtime import (
     LiteRTDecoderStep,
     make_decoder_step,
 )
+from captioning.text import END_ID, PAD_ID
 from tests.support.fixtures import tiny_examples
 
 pytestmark = pytest.mark.slow
@@ -57,6 +58,85 @@ def test_one_step_matches_numpy(bundle, numpy_predictor, encoded):
     for reference, result in zip(expected[1:], ours[1:], strict=True):
         assert result.shape == reference.shape
         np.testing.assert_allclose(result, reference, atol=0.05)
+
+
+def test_export_carries_init_and_beam_step(bundle):
+    runtime = LiteRTDecoderStep(bundle.tflite_decoder_step)
+    assert runtime.has_init and runtime.has_beam_step
+
+
+def test_init_matches_numpy(bundle, numpy_predictor, encoded):
+    weights = numpy_predictor.weights
+    exact = _Stepper(weights, encoded.grid, encoded.pooled)
+    fast = _Stepper(
+        weights, encoded.grid, encoded.pooled, LiteRTDecoderStep(bundle.tflite_decoder_step)
+    )
+    for name in ("keys", "h0", "c0"):
+        reference, result = getattr(exact, name), getattr(fast, name)
+        assert result.shape == reference.shape
+        # int8 weights with activations quantised per row: about 0.6% RMS error on the real
+        # model's region keys; a wrong weight or layout would be off by ~100%.
+        relative_rms = np.sqrt(np.mean((result - reference) ** 2) / np.mean(reference**2))
+        assert relative_rms < 0.03, name
+
+
+def test_beam_step_matches_numpy(bundle, numpy_predictor, encoded):
+    """The scoring and top-k in the graph pick what NumPy picks from the same log-probs."""
+    weights = numpy_predictor.weights
+    exact = _Stepper(weights, encoded.grid, encoded.pooled)
+    fast = _Stepper(
+        weights, encoded.grid, encoded.pooled, LiteRTDecoderStep(bundle.tflite_decoder_step)
+    )
+    beams, vocab = 3, len(weights.word_gates)
+    rows = len(encoded) * beams
+    tokens = np.arange(rows) % vocab
+    h, c = np.repeat(exact.h0, beams, axis=0), np.repeat(exact.c0, beams, axis=0)
+    scores = -np.arange(rows, dtype=np.float64)
+    scores[1::beams] = -np.inf  # a beam that never came alive
+    finished = np.arange(rows) % beams == beams - 1
+    penalty = np.zeros((rows, vocab), np.float32)
+    penalty[0, :] = -1e9  # the first image's best beam may only end
+    penalty[0, END_ID] = 0.0
+    expected, ours = (
+        stepper.beam_step(tokens, h, c, beams, scores, finished, penalty)
+        for stepper in (exact, fast)
+    )
+    assert ours[0].shape == ours[1].shape == (len(encoded), beams)
+    real = expected[0] > -1e8  # not candidates ruled out by a -1e9 penalty (float32 there)
+    assert (ours[0] > -1e8).tolist() == real.tolist()
+    np.testing.assert_allclose(
+        ours[0][real], expected[0][real], atol=DECODER_STEP_LOG_PROB_TOLERANCE
+    )
+    assert np.all(np.diff(ours[0], axis=1) <= 0)  # best first
+    # A finished beam extends by padding at its own score: both runtimes pick that candidate.
+    pad_candidate = (beams - 1) * vocab + PAD_ID
+    assert pad_candidate in ours[1][0] and pad_candidate in expected[1][0]
+    for reference, result in zip(expected[2:], ours[2:], strict=True):
+        np.testing.assert_allclose(result, reference, atol=0.05)
+
+
+class _StepOnly:
+    """A runtime as older exports had it: the step only, no init or beam_step."""
+
+    has_init = has_beam_step = False
+
+    def __init__(self, runtime: LiteRTDecoderStep) -> None:
+        self.runtime = runtime
+        self.name = runtime.name
+
+    def __call__(self, *arrays):
+        return self.runtime(*arrays)
+
+
+def test_an_export_without_beam_step_decodes_the_same(bundle, numpy_predictor, encoded):
+    """Bundles exported before init and beam_step keep working: those parts run in NumPy."""
+    weights, max_length = numpy_predictor.weights, numpy_predictor.max_length
+    step_only = _StepOnly(LiteRTDecoderStep(bundle.tflite_decoder_step))
+    beams = [
+        beam_search(weights, encoded.grid, encoded.pooled, 3, max_length, runtime=r)
+        for r in (None, step_only)
+    ]
+    assert [b[0].token_ids for b in beams[0]] == [b[0].token_ids for b in beams[1]]
 
 
 def test_captions_agree_with_numpy(bundle, numpy_predictor, encoded):

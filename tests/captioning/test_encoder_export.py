@@ -1,0 +1,37 @@
+"""The encoder's LiteRT export: float16 weights by default (half the file), float32 on request."""
+
+import keras
+import numpy as np
+import pytest
+
+from captioning.runtime import LiteRTEncoder, export_tflite
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("ai_edge_litert")
+
+
+def _small_encoder() -> keras.Model:
+    """Same contract as the real encoders: raw pixels in, [grid, pooled] out."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 128.0, offset=-1.0)(image)
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    grid = keras.layers.Conv2D(256, 3, strides=2, padding="same", activation="relu")(x)
+    pooled = keras.layers.GlobalAveragePooling2D()(grid)
+    return keras.Model(image, [grid, pooled])
+
+
+def test_float16_export_is_half_the_size_and_agrees_with_keras() -> None:
+    model = _small_encoder()
+    half, full = export_tflite(model), export_tflite(model, weights="float32")
+    assert len(half) < 0.6 * len(full)
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(model(pixels)[1])
+    for flatbuffer, tolerance in ((full, 1e-4), (half, 2e-2)):
+        pooled = LiteRTEncoder(flatbuffer)(pixels)[1]
+        assert np.abs(pooled - expected).max() <= tolerance * np.abs(expected).max()
+
+
+def test_unknown_weight_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="float16"):
+        export_tflite(_small_encoder(), weights="int4")
