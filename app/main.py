@@ -47,7 +47,7 @@ def _swagger_ui_dir() -> Path:
 
 
 DESCRIPTION = """
-Captions photos with an EfficientNet-Lite0 encoder and an attention LSTM decoder.
+Captions photos with an EfficientNet-Lite encoder and an attention LSTM decoder (see `GET /model`).
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
 Concurrent requests are batched together; when the queue is full the answer is

@@ -87,7 +87,10 @@ class CaptionResponse(BaseModel):
     captions: list[CaptionHypothesis] = Field(description="The n-best captions, best first.")
     width: int = Field(description="Image width after EXIF rotation.", examples=[640])
     height: int = Field(description="Image height after EXIF rotation.", examples=[480])
-    model: str = Field(description="Model id from the manifest.", examples=["flickr8k-lite0-v1"])
+    model: str = Field(
+        description="Model id from the manifest.",
+        examples=["efficientnet_lite1-attention-lstm-20261126-121645"],
+    )
     timings_ms: Timings
 
 
@@ -103,7 +106,7 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
-    model: str = Field(examples=["flickr8k-lite0-v1"])
+    model: str = Field(examples=["efficientnet_lite1-attention-lstm-20261126-121645"])
 
 
 ModelManifest = dict[str, Any]

@@ -59,7 +59,7 @@ def expected(caption: str) -> str:
 
 def test_ready_model_and_manifest(real_client, manifest, tiny_artifacts) -> None:
     assert manifest["model_id"]
-    assert manifest["encoder"]["grid_size"] == 7
+    assert manifest["encoder"]["grid_size"] ** 2 == manifest["decoder"]["regions"]
     assert real_client.get("/ready").json() == {"status": "ready", "model": manifest["model_id"]}
     assert str(tiny_artifacts) not in real_client.get("/model").text  # no server paths
 
