@@ -62,10 +62,7 @@ def tiny_artifacts(tiny_training_run) -> Path:
 def tiny_predictor(tiny_artifacts):
     from captioning.predictor import CaptionPredictor
 
-    # The Keras encoder, as in training: the tiny model is memorised on its features, and it is
-    # fragile enough that the LiteRT export's float16 weights flip a word on one of its
-    # synthetic images (the real model's dev scores are the same to four decimals either way;
-    # tests/app/test_real_model.py covers the service's LiteRT path on this model).
-    predictor = CaptionPredictor.from_artifacts(tiny_artifacts, encoder_runtime="tensorflow")
+    # The service's runtimes: training extracts its features with the same LiteRT encoder.
+    predictor = CaptionPredictor.from_artifacts(tiny_artifacts)
     predictor.warmup()
     return predictor

@@ -1,7 +1,8 @@
 """Encoder features, extracted once per backbone and dataset, cached on disk, reused by retraining.
 
-Images stream through `tf.data` (decode and resize in parallel, prefetch) into the encoder, and
-the features go straight into memory-mapped `.npy` files, so memory stays bounded by a batch
+Images stream through `tf.data` (decode and resize in parallel, prefetch) into the encoder - the
+LiteRT export the service runs when there is one - and the features go straight into
+memory-mapped `.npy` files, so memory stays bounded by a batch
 whatever the dataset's size. The grid is stored as float16 (half the disk, no measurable loss).
 """
 
@@ -20,12 +21,13 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from captioning.images import ImageError, load_image_file, to_model_input
-from captioning.runtime import KerasEncoder
+from captioning.runtime import EncoderRuntime
 
 logger = logging.getLogger(__name__)
 
 EXTRACT_BATCH_SIZE = 64
 CACHE_FORMAT = 2  # 2: large JPEGs decode at a reduced DCT scale (decode_upload)
+# The cache key also names the encoder runtime: LiteRT's float16 features are not TensorFlow's.
 
 
 @dataclass
@@ -68,7 +70,7 @@ def _image_stream(paths: Sequence[Path], size: int, batch_size: int) -> tf.data.
 
 
 def extract_features(
-    encoder: KerasEncoder,
+    encoder: EncoderRuntime,
     paths: Sequence[Path],
     input_size: int,
     cache_dir: Path,

@@ -29,7 +29,14 @@ from captioning.decoder import DecoderConfig, build_decoder, masked_caption_loss
 from captioning.decoding import DecoderWeights
 from captioning.encoders import DEFAULT_ENCODER, build_encoder, get_spec
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
-from captioning.runtime import KerasEncoder, export_decoder_step, export_tflite
+from captioning.runtime import (
+    EncoderRuntime,
+    KerasEncoder,
+    LiteRTEncoder,
+    export_decoder_step,
+    export_tflite,
+    litert_available,
+)
 from captioning.text import PAD_ID, Vocabulary
 from training.data import Flickr8k, Split, load_flickr8k
 from training.features import Features, cache_key, extract_features
@@ -406,16 +413,42 @@ def compile_decoder(model: keras.Model, config: TrainConfig) -> None:
     )
 
 
+def export_encoder(config: TrainConfig, encoder: keras.Model) -> bytes | None:
+    """The encoder's LiteRT export, made before the features so that they come from it."""
+    if not config.export_tflite:
+        return None
+    try:
+        return export_tflite(encoder)
+    except Exception:  # the Keras model stays usable on its own
+        logger.exception("LiteRT export failed; the service will encode with TensorFlow")
+        return None
+
+
+def feature_runtime(encoder: keras.Model, tflite: bytes | None) -> EncoderRuntime:
+    """The runtime the service will encode with: LiteRT when exported and installed.
+
+    Training on the features the service computes (float16 weights move them by about 0.4%)
+    keeps training and serving on one encoder, and LiteRT extracts them about 3x faster than
+    TensorFlow's graph mode on a CPU (Lite1: 62 against 19 images/s on 2 cores).
+    """
+    if tflite is not None and litert_available():
+        return LiteRTEncoder(tflite)
+    return KerasEncoder(encoder)
+
+
 def prepare_features(
-    config: TrainConfig, dataset: Flickr8k, encoder: keras.Model
+    config: TrainConfig, dataset: Flickr8k, runner: EncoderRuntime
 ) -> dict[str, Features]:
     spec = get_spec(config.backbone)
-    runner = KerasEncoder(encoder)
+    logger.info("features from the %s encoder", runner.name)
     features = {}
     for name in ("train", "dev"):
         split = dataset.splits[name]
         key = cache_key(
-            config.backbone, str(config.encoder_weights), spec.input_size, split.image_paths
+            config.backbone,
+            f"{config.encoder_weights}|{runner.name}",
+            spec.input_size,
+            split.image_paths,
         )
         cache = config.work_dir / "features" / f"{config.backbone}-{key}"
         features[name] = extract_features(runner, split.image_paths, spec.input_size, cache, name)
@@ -441,7 +474,9 @@ def train(config: TrainConfig) -> dict:
         )
     spec = get_spec(config.backbone)
     encoder = build_encoder(config.backbone, config.encoder_weights)
-    features = prepare_features(config, dataset, encoder)
+    encoder_tflite = export_encoder(config, encoder)
+    runner = feature_runtime(encoder, encoder_tflite)
+    features = prepare_features(config, dataset, runner)
     train_split, train_features = _keep_readable(dataset.splits["train"], features["train"])
     dev_split, dev_features = _keep_readable(dataset.splits["dev"], features["dev"])
 
@@ -542,6 +577,7 @@ def train(config: TrainConfig) -> dict:
 
     manifest = dict(manifest_base)
     manifest["training"].update(
+        features_runtime=runner.name,
         epochs_run=state["epoch"],
         self_critical_epochs_run=state.get("sc_epochs", 0),
         best_epoch=state["best_epoch"],
@@ -549,7 +585,15 @@ def train(config: TrainConfig) -> dict:
         minutes=round((time.time() - started) / 60, 1),
     )
     return export_artifacts(
-        config, encoder, decoder, decoder_config, vocabulary, manifest, dev_split, dev_features
+        config,
+        encoder,
+        encoder_tflite,
+        decoder,
+        decoder_config,
+        vocabulary,
+        manifest,
+        dev_split,
+        dev_features,
     )
 
 
@@ -611,6 +655,7 @@ def fine_tune_self_critical(
 def export_artifacts(
     config: TrainConfig,
     encoder: keras.Model,
+    encoder_tflite: bytes | None,
     decoder: keras.Model,
     decoder_config: DecoderConfig,
     vocabulary: Vocabulary,
@@ -621,17 +666,13 @@ def export_artifacts(
     """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
     serving_decoder = build_decoder(decoder_config)
     serving_decoder.set_weights(decoder.get_weights())
-    tflite = step = None
+    step = None
     if config.export_tflite:
-        try:
-            tflite = export_tflite(encoder)
-        except Exception:  # the Keras model stays usable on its own
-            logger.exception("LiteRT export failed; the service will encode with TensorFlow")
         try:
             step = export_decoder_step(DecoderWeights.from_model(serving_decoder))
         except Exception:  # NumPy decodes from decoder.keras alone
             logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
-    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, tflite, step)
+    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, encoder_tflite, step)
     predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
     captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))

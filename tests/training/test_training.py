@@ -30,6 +30,8 @@ def test_tiny_model_reproduces_its_training_captions(tiny_dataset, tiny_predicto
 
 def test_manifest_records_what_serving_needs(tiny_training_run):
     config, manifest = tiny_training_run
+    # Features come from the encoder the service runs (its LiteRT export).
+    assert manifest["training"]["features_runtime"] == "litert"
     on_disk = json.loads((config.artifacts_dir / MANIFEST).read_text())
     assert on_disk == manifest
     assert manifest["encoder"]["backbone"] == DEFAULT_ENCODER
@@ -53,7 +55,7 @@ def test_checkpoints_are_kept_in_the_work_folder(tiny_training_run):
 
 def test_save_load_round_trip_gives_identical_captions(tiny_training_run, tiny_predictor):
     config, _ = tiny_training_run
-    reloaded = CaptionPredictor.from_artifacts(config.artifacts_dir, encoder_runtime="tensorflow")
+    reloaded = CaptionPredictor.from_artifacts(config.artifacts_dir)
     images = [image for _, image, _ in tiny_examples()[:6]]
     options = DecodeOptions(beam_size=3, num_captions=2)
     first = tiny_predictor.caption_images(images, options)
