@@ -11,12 +11,13 @@ Importing this package also registers the custom layers needed to reload a saved
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from captioning.encoders.efficientnet_lite import VARIANTS, efficientnet_lite
+from captioning.encoders.efficientnet_lite import HEAD_CHANNELS, VARIANTS, efficientnet_lite
 from captioning.encoders.keras_apps import ApplicationPreprocess, build_keras_application
 
 __all__ = [
@@ -42,9 +43,13 @@ class EncoderSpec:
 ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
-        EncoderSpec("efficientnet_lite0", input_size=224, feature_dim=1280, grid_size=7),
-        EncoderSpec("efficientnet_lite1", input_size=240, feature_dim=1280, grid_size=8),
-        EncoderSpec("efficientnet_lite2", input_size=260, feature_dim=1280, grid_size=9),
+        *(
+            # Five stride-2 stages with "same" padding: the grid is the input / 32, rounded up.
+            EncoderSpec(
+                lite.name, lite.input_size, HEAD_CHANNELS, grid_size=math.ceil(lite.input_size / 32)
+            )
+            for lite in VARIANTS.values()
+        ),
         EncoderSpec("inception_v3", input_size=299, feature_dim=2048, grid_size=8),
         EncoderSpec("xception", input_size=299, feature_dim=2048, grid_size=10),
         EncoderSpec("resnet50", input_size=224, feature_dim=2048, grid_size=7),
