@@ -41,6 +41,9 @@ KAGGLE_IMAGES_DIR = "Images"
 KAGGLE_CAPTIONS_FILE = "captions.txt"
 SPLITS = ("train", "dev", "test")
 MAX_EXAMPLES_REPORTED = 5
+# Training batches pad their captions to a multiple of this many steps: the compiled steps see a
+# few static shapes, each traced once.
+LENGTH_BUCKET = 4
 
 
 class DatasetError(RuntimeError):

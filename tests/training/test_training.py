@@ -1,6 +1,7 @@
 """The real pipeline on a tiny generated dataset: it learns, saves, reloads and resumes."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -41,6 +42,14 @@ def test_manifest_records_what_serving_needs(tiny_training_run):
     assert manifest["metrics"]["dev"]["CIDEr"] > 1.0
     assert set(manifest["files"]) >= {"encoder.keras", "decoder.keras", "tokenizer.p"}
     assert manifest["training"]["epochs_run"] == len(manifest["training"]["history"])
+
+
+def test_history_records_a_falling_training_loss(tiny_training_run):
+    # The epoch loss is the per-word mean over the epoch's batches (see run_cross_entropy).
+    _, manifest = tiny_training_run
+    losses = [record["loss"] for record in manifest["training"]["history"]]
+    assert len(losses) >= 2 and all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0]
 
 
 def test_checkpoints_are_kept_in_the_work_folder(tiny_training_run):
