@@ -155,11 +155,16 @@ class CaptionPredictor:
         grid, pooled = self.encoder(pixels)
         return EncodedImages(grid.reshape(len(grid), -1, grid.shape[-1]), pooled)
 
+    def decoding_settings(self, options: DecodeOptions) -> tuple[float, int]:
+        """The length penalty and no-repeat n-gram size `options` decode with."""
+        penalty = self.length_penalty if options.length_penalty is None else options.length_penalty
+        ngram = self.no_repeat_ngram if options.no_repeat_ngram is None else options.no_repeat_ngram
+        return penalty, ngram
+
     def generate(self, encoded: EncodedImages, options: DecodeOptions) -> list[tuple[Caption, ...]]:
         """n-best captions for each encoded image, best first."""
         max_length = min(options.max_length or self.max_length, self.max_length)
-        penalty = self.length_penalty if options.length_penalty is None else options.length_penalty
-        ngram = self.no_repeat_ngram if options.no_repeat_ngram is None else options.no_repeat_ngram
+        penalty, ngram = self.decoding_settings(options)
         if options.beam_size == 1:
             hypotheses = [
                 [hyp]

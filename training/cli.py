@@ -83,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "litert", "numpy"],
         help="auto: as the service decodes (LiteRT int8 when exported); numpy: float32 reference",
     )
+    evaluate.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="beam score = log-prob / length**penalty (default: the manifest's)",
+    )
+    evaluate.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=None,
+        help="never repeat an n-gram of this size, 0: off (default: the manifest's)",
+    )
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--output", type=Path, default=Path("work/eval"))
     evaluate.add_argument(
@@ -117,8 +129,9 @@ def record_metrics(artifacts: Path, predictor, summary: dict) -> None:
     from captioning.bundle import MANIFEST, read_manifest, write_json
 
     manifest = read_manifest(artifacts)
-    manifest["decoder"]["length_penalty"] = predictor.length_penalty
-    manifest["decoder"]["no_repeat_ngram"] = predictor.no_repeat_ngram
+    # The settings measured become the service's defaults.
+    manifest["decoder"]["length_penalty"] = summary["length_penalty"]
+    manifest["decoder"]["no_repeat_ngram"] = summary["no_repeat_ngram"]
     manifest.setdefault("metrics", {})[summary["split"]] = {
         "beam_size": summary["beam_size"],
         "images": summary["images"],
@@ -186,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                 predictor,
                 args.data,
                 args.split,
-                DecodeOptions(beam_size=args.beam_size),
+                DecodeOptions(
+                    beam_size=args.beam_size,
+                    length_penalty=args.length_penalty,
+                    no_repeat_ngram=args.no_repeat_ngram,
+                ),
                 args.output,
                 args.limit,
             )

@@ -122,6 +122,7 @@ def evaluate_split(
         if not isinstance(r, ImageError)
     ]
     metrics = score_captions([s[0] for s in scored], [s[1] for s in scored], full=True)
+    length_penalty, no_repeat_ngram = predictor.decoding_settings(options)
     hypotheses = [s[1] for s in scored]
     summary = {
         "model": predictor.model_id,
@@ -129,6 +130,8 @@ def evaluate_split(
         "images": len(paths),
         "unreadable": len(paths) - len(scored),
         "beam_size": options.beam_size,
+        "length_penalty": length_penalty,
+        "no_repeat_ngram": no_repeat_ngram,
         "encoder_runtime": predictor.encoder.name,
         "decoder_runtime": predictor.decoder_runtime,
         "metrics": metrics,

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -185,6 +186,26 @@ def test_evaluate_command_scores_a_split(tiny_dataset, tiny_artifacts, tmp_path)
     assert summary["images"] == len(tiny_examples())
     assert summary["metrics"]["BLEU-4"] > 0.9
     assert (tmp_path / "report_dev.html").read_text().count("<figure>") > 0
+
+
+def test_evaluate_can_make_its_decoding_settings_the_default(
+    tiny_dataset, tiny_artifacts, tmp_path
+):
+    root, _ = tiny_dataset
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, artifacts)
+    argv = ["evaluate", "--data", str(root), "--artifacts", str(artifacts), "--split", "dev"]
+    options = ["--length-penalty", "0.75", "--no-repeat-ngram", "2", "--update-manifest"]
+    assert cli_main([*argv, *options, "--output", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "metrics_dev.json").read_text())
+    assert (summary["length_penalty"], summary["no_repeat_ngram"]) == (0.75, 2)
+    manifest = json.loads((artifacts / MANIFEST).read_text())
+    assert manifest["decoder"]["length_penalty"] == 0.75
+    assert manifest["decoder"]["no_repeat_ngram"] == 2
+    assert manifest["metrics"]["dev"]["CIDEr"] == summary["metrics"]["CIDEr"]
+    # The service decodes with what was recorded.
+    predictor = CaptionPredictor.from_artifacts(artifacts)
+    assert predictor.decoding_settings(DecodeOptions()) == (0.75, 2)
 
 
 def test_cli_reports_bad_input_clearly(tmp_path, caplog):
