@@ -79,8 +79,8 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     eval_beam_size: int = 3
     # Beam score = log-prob / length**penalty. 1.0 (the mean log-prob per word) was chosen on
-    # dev over 0.5: CIDEr +0.012 and +0.020 for two Lite1 models, ahead on both halves of dev
-    # for each (work/prof/sweep.py, halves.py); captions grew from 8.9 to 9.6 words.
+    # dev over 0.5: CIDEr +0.012 and +0.020 for two Lite1 models, and ahead on both halves of
+    # dev for each; captions grew from 8.9 to 9.6 words (`evaluate --length-penalty`).
     length_penalty: float = 1.0
     no_repeat_ngram: int = 3  # decoding never repeats a trigram (0: off); chosen on dev
     # Dev scoring and export use an exponential moving average of the weights (0: off); see
@@ -426,7 +426,7 @@ def run_cross_entropy(
     On one device the batches go in one by one, so that each caption-length bucket gets a
     graph traced for its own static shape: `fit` over a tf.data pipeline traces a single graph
     whose caption length is unknown, and on this 2-core CPU that graph ran 1.6x slower (1.79
-    against 1.11 s per batch of 32 images, `work/prof`). Under a distribution strategy `fit`
+    against 1.11 s per batch of 32 images, same batches). Under a distribution strategy `fit`
     stays in charge, as it splits every batch over the replicas.
     """
     if distributed:
