@@ -19,6 +19,10 @@ from tests.support.fixtures import jpeg_bytes, shape_image
 pytestmark = pytest.mark.slow  # the tiny trained model in a real server process
 
 QUEUE_BOUND = 16
+# Small batches keep the images the two model stages hold (2 x 4) well below the surplus of the
+# over-the-bound test (2 x QUEUE_BOUND clients): with the default 16, up to 32 images sit in the
+# stages instead of the queue, so on a fast machine 32 clients never filled it.
+MAX_BATCH_SIZE = 4
 SECONDS = 6.0
 # A coarse bound for seconds of load: TensorFlow's and the allocator's caches still grow in
 # steps of a few MB right after start-up. The 2-minute run in `make reliability` is the real check.
@@ -30,7 +34,8 @@ def server(
     tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("server") / "server.log"
-    process = ServerProcess(tiny_artifacts, log, {"max_queue_size": str(QUEUE_BOUND)})
+    settings = {"max_queue_size": str(QUEUE_BOUND), "max_batch_size": str(MAX_BATCH_SIZE)}
+    process = ServerProcess(tiny_artifacts, log, settings)
     try:
         process.wait_ready()
         yield process
