@@ -41,8 +41,8 @@ KAGGLE_IMAGES_DIR = "Images"
 KAGGLE_CAPTIONS_FILE = "captions.txt"
 SPLITS = ("train", "dev", "test")
 MAX_EXAMPLES_REPORTED = 5
-# Training batches pad their captions to a multiple of this many steps: the compiled steps see a
-# few static shapes, each traced once.
+# Training batches pad their captions to a multiple of this many steps, so that the compiled
+# steps see few distinct shapes and trace few graphs.
 LENGTH_BUCKET = 4
 
 
