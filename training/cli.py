@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--self-critical-epochs", type=int, default=10, help="at most this many")
     train.add_argument("--self-critical-lr", type=float, default=5e-5)
+    train.add_argument(
+        "--self-critical-weight-average",
+        type=float,
+        default=0.99,
+        help="decay of the moving average of the self-critical weights, scored and exported "
+        "(0: off)",
+    )
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--max-train-images", type=int, default=None)
     train.add_argument(
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 self_critical_minutes=args.self_critical_minutes,
                 self_critical_epochs=args.self_critical_epochs,
                 self_critical_learning_rate=args.self_critical_lr,
+                self_critical_weight_average=args.self_critical_weight_average,
                 seed=args.seed,
                 max_train_images=args.max_train_images,
                 strategy=args.strategy,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -151,8 +151,14 @@ class SelfCriticalTrainer:
         )
         return {"reward": float(rewards.mean()), "loss": float(loss)}
 
-    def train_epoch(self, features: Features, deadline: float | None = None) -> dict:
-        """One pass over the images in random order, or until `deadline` (a time.time())."""
+    def train_epoch(
+        self,
+        features: Features,
+        deadline: float | None = None,
+        after_batch: Callable[[], None] | None = None,
+    ) -> dict:
+        """One pass over the images in random order, or until `deadline` (a time.time());
+        `after_batch` runs after every gradient step (the weight average's update)."""
         order = self.rng.permutation(len(features))
         size = self.config.batch_images
         total = -(-len(order) // size)
@@ -164,6 +170,8 @@ class SelfCriticalTrainer:
             images = np.sort(order[start : start + size])
             grid = np.asarray(features.grid[images], np.float32)
             rewards.append(self.train_batch(images, grid, features.pooled[images])["reward"])
+            if after_batch is not None:
+                after_batch()
             if len(rewards) % LOG_EVERY_BATCHES == 0:
                 logger.info(
                     "self-critical batch %d/%d: mean CIDEr-D of the candidates %.3f",
