@@ -137,7 +137,7 @@ def _per_word_log_probs(model, grid, pooled, targets) -> np.ndarray:
 
 
 def test_pipeline_runs_self_critical_epochs_and_resumes_them(tiny_training_run, tmp_path):
-    from training.train import SELF_CRITICAL_FILE, STATE_FILE, train
+    from training.train import SELF_CRITICAL_AVERAGE_FILE, SELF_CRITICAL_FILE, STATE_FILE, train
 
     config, _ = tiny_training_run
     work = tmp_path / "work"
@@ -158,6 +158,10 @@ def test_pipeline_runs_self_critical_epochs_and_resumes_them(tiny_training_run, 
     assert (work / "checkpoints" / SELF_CRITICAL_FILE).is_file()
     state = json.loads((work / "checkpoints" / STATE_FILE).read_text())
     assert state["phase"] == "self-critical" and state["sc_epochs"] == 1
+    average_file = work / "checkpoints" / SELF_CRITICAL_AVERAGE_FILE
+    with np.load(average_file) as stored:  # the averaged weights, one update per batch
+        updates_after_one_epoch = int(stored["updates"])
+    assert updates_after_one_epoch > 0
 
     resumed = replace(first, artifacts_dir=tmp_path / "a2", self_critical_epochs=2, resume=True)
     manifest = train(resumed)
@@ -165,3 +169,5 @@ def test_pipeline_runs_self_critical_epochs_and_resumes_them(tiny_training_run, 
     assert [record["epoch"] for record in history] == [1, 2, 3, 4]
     assert history[-1]["phase"] == "self-critical" and "mean_reward" in history[-1]
     assert manifest["training"]["self_critical_epochs_run"] == 2
+    with np.load(average_file) as stored:  # resumed, not restarted
+        assert int(stored["updates"]) == 2 * updates_after_one_epoch

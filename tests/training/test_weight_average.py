@@ -53,3 +53,20 @@ def test_a_saved_average_is_resumed(tmp_path):
     assert resumed.updates == 1
     for ours, theirs in zip(resumed.average, first.average, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_without_warmup_the_average_stays_anchored_at_its_start(tmp_path):
+    """Self-critical fine-tuning averages with a constant decay from the cross-entropy weights."""
+    model = _model()
+    start = [w.copy() for w in model.get_weights()]
+    average = WeightAverage(0.9, tmp_path / "average.npz", warmup=False)
+    average.set_model(model)
+    average.on_train_begin()
+    for step in range(3):
+        _shifted(model, 1.0)
+        average.on_train_batch_end(step)
+    # The weights were start + 1, + 2, + 3: 0.9^3 start + 0.1 (0.9^2 (start + 1) + 0.9 (start +
+    # 2) + start + 3) = start + 0.561. With the warm-up the first step would take 0.9 of the
+    # new weights instead of 0.1.
+    for ours, first in zip(average.average, start, strict=True):
+        np.testing.assert_allclose(ours, first + 0.561, rtol=1e-5)
