@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def record_metrics(artifacts: Path, predictor, summary: dict) -> None:
+def record_metrics(artifacts: Path, summary: dict) -> None:
     """Write an evaluation into manifest.json (the hashes it holds cover the other files only)."""
     from captioning.bundle import MANIFEST, read_manifest, write_json
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.limit,
             )
             if args.update_manifest:
-                record_metrics(args.artifacts, predictor, summary)
+                record_metrics(args.artifacts, summary)
             print(json.dumps(summary, indent=2))
         elif args.command == "compare":
             from training.compare import compare_caption_files

@@ -279,6 +279,11 @@ class WeightAverage(keras.callbacks.Callback):
             self.model.set_weights(raw)
 
 
+def averaged_weights(average: WeightAverage | None) -> contextlib.AbstractContextManager:
+    """The model holds `average`'s weights inside the block; with no average, its own."""
+    return average.swapped_in() if average is not None else contextlib.nullcontext()
+
+
 class DevSelection(keras.callbacks.Callback):
     """Scores dev captions after each epoch, keeps the best weights, decays the LR on plateaus,
     stops early, and checkpoints everything needed to resume."""
@@ -313,8 +318,7 @@ class DevSelection(keras.callbacks.Callback):
         self.epoch_started = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        swap = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
-        with swap:  # score (and keep, if best) the averaged weights
+        with averaged_weights(self.average):  # score (and keep, if best) the averaged weights
             improved = self.score_and_keep_best(epoch, logs or {})
         self._adjust_learning_rate(improved)
         self.state["epoch"] = epoch + 1
@@ -705,8 +709,7 @@ def fine_tune_self_critical(
         if not result["batches"]:
             break
         state["sc_epochs"] += 1
-        swap = average.swapped_in() if average is not None else contextlib.nullcontext()
-        with swap:  # score (and keep, if best) the averaged weights
+        with averaged_weights(average):  # score (and keep, if best) the averaged weights
             selection.score_and_keep_best(
                 state["epoch"] + state["sc_epochs"] - 1,
                 {"mean_reward": result["mean_reward"], "batches": result["batches"]},
