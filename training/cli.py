@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="'imagenet', a local weights file, or 'none' (random)",
     )
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=int, default=7, help="cross-entropy epochs at most")
     train.add_argument("--time-budget-minutes", type=float, default=None)
     train.add_argument("--batch-images", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=1e-3)

@@ -1,5 +1,6 @@
 """The real pipeline on a tiny generated dataset: it learns, saves, reloads and resumes."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -16,7 +17,7 @@ from captioning.text import normalize_caption
 from tests.support.fixtures import tiny_examples
 from training.cli import _parser
 from training.cli import main as cli_main
-from training.train import CHECKPOINT_FILE, FINAL_FILE, STATE_FILE
+from training.train import CHECKPOINT_FILE, FINAL_FILE, STATE_FILE, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -230,3 +231,23 @@ def test_cli_reports_bad_input_clearly(tmp_path, caplog):
 def test_command_line_trains_the_default_backbone() -> None:
     args = _parser().parse_args(["train", "--data", "somewhere"])
     assert args.backbone == DEFAULT_ENCODER
+
+
+def test_command_line_defaults_are_the_training_defaults() -> None:
+    """The parser names its defaults itself (parsing must not import Keras); they must stay
+    those of TrainConfig, or `make train` and `train()` would train different models."""
+    args = vars(_parser().parse_args(["train", "--data", "somewhere"]))
+    renamed = {"self_critical_lr": "self_critical_learning_rate"}
+    config_defaults = {
+        field.name: field.default
+        for field in dataclasses.fields(TrainConfig)
+        if field.default is not dataclasses.MISSING
+    }
+    compared = 0
+    for name, value in args.items():
+        field_name = renamed.get(name, name)
+        if field_name in config_defaults:
+            assert value == config_defaults[field_name], name
+            compared += 1
+    assert args["epochs"] == TrainConfig.epochs
+    assert compared >= 15
