@@ -183,6 +183,21 @@ DECODER_STEP_LOG_PROB_TOLERANCE = 0.5  # max |difference| of log-probs against N
 STEP_SIGNATURE, INIT_SIGNATURE, BEAM_STEP_SIGNATURE = "step", "init", "beam_step"
 
 
+class _DecoderInterpreter:
+    """One LiteRT interpreter of the decoder export and its entry points."""
+
+    def __init__(self, model_content: bytes, num_threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
+        signatures = self._interpreter.get_signature_list()
+        runners = {key: self._interpreter.get_signature_runner(key) for key in signatures}
+        # An export with only the step has one signature, whatever its key.
+        self.step = runners.get(STEP_SIGNATURE) or next(iter(runners.values()))
+        self.init = runners.get(INIT_SIGNATURE)
+        self.beam_step = runners.get(BEAM_STEP_SIGNATURE)
+
+
 class LiteRTDecoderStep:
     """The decoder's equations (`captioning.decoding._Stepper`) as a LiteRT model with int8
     weights (dynamic-range quantisation), with up to three entry points (signatures):
@@ -202,24 +217,35 @@ class LiteRTDecoderStep:
 
     name = "litert-int8"
 
-    def __init__(self, model_content: bytes, num_threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(
+        self,
+        model_content: bytes,
+        num_threads: int | None = None,
+        batch_threads: int | None = 1,
+    ) -> None:
+        """`num_threads`: threads for one image's rows (default: every core); `batch_threads`:
+        for several images' (default 1; None or 0: as for one image). As with the encoder,
+        several images come together only under load, when the encoder keeps the other cores
+        busy; a lone image has them to itself. Beam 3 at batch 1 (2-core machine, committed
+        model, 60 dev images, 3 rounds; `work/prof5/threads.py`, a throwaway): 6.7-9.2 ms on
+        one thread, 5.4-6.5 on two."""
+        threads = num_threads or os.cpu_count() or 1
+        self._single = _DecoderInterpreter(model_content, threads)
+        self._batched = (
+            self._single
+            if not batch_threads or batch_threads == threads
+            else _DecoderInterpreter(model_content, batch_threads)
+        )
+        self.has_init = self._single.init is not None
+        self.has_beam_step = self._single.beam_step is not None
 
-        # One thread: a step is far too small to split, and the encoder has the cores.
-        self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
-        signatures = self._interpreter.get_signature_list()
-        runners = {key: self._interpreter.get_signature_runner(key) for key in signatures}
-        # An export with only the step has one signature, whatever its key.
-        self._step = runners.get(STEP_SIGNATURE) or next(iter(runners.values()))
-        self._init = runners.get(INIT_SIGNATURE)
-        self._beam_step = runners.get(BEAM_STEP_SIGNATURE)
-        self.has_init = self._init is not None
-        self.has_beam_step = self._beam_step is not None
+    def _runners(self, images: int) -> _DecoderInterpreter:
+        return self._single if images == 1 else self._batched
 
     def __call__(
         self, input_gates: np.ndarray, h: np.ndarray, c: np.ndarray, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        out = self._step(
+        out = self._runners(len(input_gates)).step(
             input_gates=np.ascontiguousarray(input_gates, np.float32),
             h=np.ascontiguousarray(h, np.float32),
             c=np.ascontiguousarray(c, np.float32),
@@ -231,8 +257,8 @@ class LiteRTDecoderStep:
         self, grid: np.ndarray, pooled: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, R, C) regions and (B, C) pooled -> keys (B, R, H), h0 and c0 (B, H)."""
-        assert self._init is not None, "this export has no init signature"
-        out = self._init(
+        assert self.has_init, "this export has no init signature"
+        out = self._runners(len(grid)).init(
             grid=np.ascontiguousarray(grid, np.float32),
             pooled=np.ascontiguousarray(pooled, np.float32),
         )
@@ -251,8 +277,8 @@ class LiteRTDecoderStep:
         """Arrays grouped per image, as in `__call__`, plus the beams' scores (B, K), which
         beams have finished (B, K) and an additive penalty on the log-probs (B, K, V) ->
         the K best (score, index into K x V) per image, best first, then h, c, attention."""
-        assert self._beam_step is not None, "this export has no beam_step signature"
-        out = self._beam_step(
+        assert self.has_beam_step, "this export has no beam_step signature"
+        out = self._runners(len(input_gates)).beam_step(
             input_gates=np.ascontiguousarray(input_gates, np.float32),
             h=np.ascontiguousarray(h, np.float32),
             c=np.ascontiguousarray(c, np.float32),
