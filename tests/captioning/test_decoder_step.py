@@ -188,3 +188,21 @@ def test_one_runtime_serves_captions_of_different_images_and_batch_sizes(
     for rows in orders:
         fresh = LiteRTDecoderStep(bundle.tflite_decoder_step)
         assert caption(shared, rows) == caption(fresh, rows)
+
+
+def test_a_lone_image_and_a_batch_get_the_same_captions(bundle, numpy_predictor, encoded):
+    """A lone image's rows run on a multi-threaded interpreter, a batch's on a single-threaded
+    one: the thread count must not change what the decoder says."""
+    runtime = LiteRTDecoderStep(bundle.tflite_decoder_step, num_threads=2, batch_threads=1)
+    assert runtime._single is not runtime._batched
+    weights = numpy_predictor.weights
+    together = beam_search(weights, encoded.grid, encoded.pooled, 3, 8, runtime=runtime)
+    for index, hypotheses in enumerate(together):
+        alone = beam_search(
+            weights, encoded.grid[index : index + 1], encoded.pooled[index : index + 1], 3, 8,
+            runtime=runtime,
+        )[0]  # fmt: skip
+        assert [h.token_ids for h in alone] == [h.token_ids for h in hypotheses]
+        np.testing.assert_allclose(
+            [h.log_prob for h in alone], [h.log_prob for h in hypotheses], atol=1e-4
+        )
