@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -73,6 +74,23 @@ class _LiteRTModel:
         )
 
 
+Runner = TypeVar("Runner")
+
+
+def _one_and_batched(
+    make: Callable[[int], Runner], num_threads: int | None, batch_threads: int | None
+) -> tuple[Runner, Runner]:
+    """An interpreter for a lone image, on `num_threads` (default: every core), and one for
+    batches of several images, on `batch_threads` (None or 0, or the same count: the same
+    interpreter). In the service, batches form only under load, when the other stage keeps
+    cores busy; a lone image has them to itself."""
+    threads = num_threads or os.cpu_count() or 1
+    single = make(threads)
+    if not batch_threads or batch_threads == threads:
+        return single, single
+    return single, make(batch_threads)
+
+
 class LiteRTEncoder:
     """The encoder on LiteRT/XNNPACK.
 
@@ -93,12 +111,8 @@ class LiteRTEncoder:
         num_threads: int | None = None,
         batch_threads: int | None = None,
     ) -> None:
-        threads = num_threads or os.cpu_count() or 1
-        self._single = _LiteRTModel(model_content, threads)
-        self._batched = (
-            self._single
-            if not batch_threads or batch_threads == threads
-            else _LiteRTModel(model_content, batch_threads)
+        self._single, self._batched = _one_and_batched(
+            lambda threads: _LiteRTModel(model_content, threads), num_threads, batch_threads
         )
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,17 +238,11 @@ class LiteRTDecoderStep:
         batch_threads: int | None = 1,
     ) -> None:
         """`num_threads`: threads for one image's rows (default: every core); `batch_threads`:
-        for several images' (default 1; None or 0: as for one image). As with the encoder,
-        several images come together only under load, when the encoder keeps the other cores
-        busy; a lone image has them to itself. Beam 3 at batch 1 (2-core machine, committed
-        model, 60 dev images, 3 rounds; `work/prof5/threads.py`, a throwaway): 6.7-9.2 ms on
-        one thread, 5.4-6.5 on two."""
-        threads = num_threads or os.cpu_count() or 1
-        self._single = _DecoderInterpreter(model_content, threads)
-        self._batched = (
-            self._single
-            if not batch_threads or batch_threads == threads
-            else _DecoderInterpreter(model_content, batch_threads)
+        for several images' (default 1; see `_one_and_batched`). Beam 3 at batch 1 (2-core
+        machine, committed model, 60 dev images, 3 rounds; `work/prof5/threads.py`, a
+        throwaway): 6.7-9.2 ms on one thread, 5.4-6.5 on two."""
+        self._single, self._batched = _one_and_batched(
+            lambda threads: _DecoderInterpreter(model_content, threads), num_threads, batch_threads
         )
         self.has_init = self._single.init is not None
         self.has_beam_step = self._single.beam_step is not None

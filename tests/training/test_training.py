@@ -249,5 +249,4 @@ def test_command_line_defaults_are_the_training_defaults() -> None:
         if field_name in config_defaults:
             assert value == config_defaults[field_name], name
             compared += 1
-    assert args["epochs"] == TrainConfig.epochs
     assert compared >= 15
