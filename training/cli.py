@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         help="decay of the moving average of the self-critical weights, scored and exported "
         "(0: off)",
     )
+    train.add_argument(
+        "--mirror-images",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="show cross-entropy training each photo mirrored half the time",
+    )
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--max-train-images", type=int, default=None)
     train.add_argument(
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 self_critical_epochs=args.self_critical_epochs,
                 self_critical_learning_rate=args.self_critical_lr,
                 self_critical_weight_average=args.self_critical_weight_average,
+                mirror_images=args.mirror_images,
                 seed=args.seed,
                 max_train_images=args.max_train_images,
                 strategy=args.strategy,

@@ -76,8 +76,13 @@ def extract_features(
     cache_dir: Path,
     split_name: str,
     batch_size: int = EXTRACT_BATCH_SIZE,
+    mirror: bool = False,
 ) -> Features:
-    """Features for `paths`, from the cache when present, else extracted and cached."""
+    """Features for `paths`, from the cache when present, else extracted and cached.
+
+    `mirror`: of the photos flipped left to right (after the same preprocessing), for
+    augmentation; cache them under another `split_name`.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / f"{split_name}.json"
     grid_path, pooled_path = (
@@ -97,7 +102,10 @@ def extract_features(
     row = 0
     progress = tqdm(total=len(paths), desc=f"features {split_name}", unit="img")
     for pixels, ok in _image_stream(paths, input_size, batch_size):
-        batch_grid, batch_pooled = encoder(pixels.numpy())
+        batch = pixels.numpy()
+        if mirror:  # (batch, height, width, channels): reverse the width
+            batch = np.ascontiguousarray(batch[:, :, ::-1])
+        batch_grid, batch_pooled = encoder(batch)
         if grid is None:
             regions = batch_grid.shape[1] * batch_grid.shape[2]
             grid = open_memmap(
