@@ -166,7 +166,27 @@ def _server_breakdown(http: dict[str, Any]) -> list[str]:
     ]
 
 
-def http_section(http: dict[str, Any]) -> list[str]:
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def _cpu_ceiling(http: dict[str, Any], cores: int | None) -> list[str]:
+    """The most images/s the cores allow at concurrency 8's CPU cost per request."""
+    levels = http.get("concurrency", {})
+    busy, single = levels.get("8", {}), levels.get("1", {})
+    server, client = busy.get("server_cpu_ms_per_request"), busy.get("client_cpu_ms_per_request")
+    if not cores or server is None or client is None or not single.get("images_per_s"):
+        return []
+    ceiling = cores * 1000 / (server + client)
+    return [
+        f"- CPU per request at concurrency 8: server {_ms(server, 1)} ms, client "
+        f"{_ms(client, 1)} ms. At that cost {cores} cores answer at most {_ms(ceiling, 1)} "
+        f"images/s, {_ms(ceiling / single['images_per_s'])}x concurrency 1's throughput, "
+        "however the requests are batched."
+    ]
+
+
+def http_section(http: dict[str, Any], cores: int | None = None) -> list[str]:
     rows = []
     for concurrency, level in http.get("concurrency", {}).items():
         errors = ", ".join(f"{k}: {v}" for k, v in level.get("errors", {}).items()) or "0"
@@ -178,9 +198,14 @@ def http_section(http: dict[str, Any]) -> list[str]:
                 _ms(level.get("p95_ms"), 1),
                 str(level.get("requests")),
                 errors,
+                _ms(level.get("server_cpu_ms_per_request"), 1),
+                _ms(level.get("client_cpu_ms_per_request"), 1),
+                _percent(level.get("cores_busy")),
             ]
         )
-    lines = _table(["Concurrency", "Images/s", "p50 ms", "p95 ms", "Requests", "Errors"], rows)
+    header = ["Concurrency", "Images/s", "p50 ms", "p95 ms", "Requests", "Errors"]
+    header += ["Server CPU ms/request", "Client CPU ms/request", "Cores busy"]
+    lines = _table(header, rows)
     lines += [
         f"- Ready (process start to `GET /ready` = 200): {_ms(_median(http, 'ready_s'))} s "
         f"(median of {http.get('ready_s', {}).get('n')} starts)",
@@ -192,6 +217,7 @@ def http_section(http: dict[str, Any]) -> list[str]:
         f"with beam {http.get('beam_size')}, on {http.get('host')}",
         f"- Sample caption: {http.get('sample_caption')!r}",
         *_server_breakdown(http),
+        *_cpu_ceiling(http, cores),
         "",
         f"![latency and throughput]({PLOT_PNG})",
     ]
@@ -205,7 +231,11 @@ def render_markdown(results: dict[str, Any], targets: list[TargetResult]) -> str
     sections = (
         ("encoder", "Encoder alone", encoder_section),
         ("decoder", "Decoder alone", decoder_section),
-        ("http", "End to end over HTTP", http_section),
+        (
+            "http",
+            "End to end over HTTP",
+            lambda http: http_section(http, meta.get("machine", {}).get("usable_cores")),
+        ),
         ("baseline", "Seed-style baseline", baseline_section),
     )
     for key, title, render in sections:

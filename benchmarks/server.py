@@ -1,8 +1,9 @@
 """End to end over HTTP: the real service in a uvicorn subprocess on 127.0.0.1, under load.
 
 Measures the time from process start to `/ready` answering 200, latency and images/s at
-several concurrency levels (JPEG uploads to `POST /caption`), and the peak resident memory
-(VmHWM) of the server process and its children.
+several concurrency levels (JPEG uploads to `POST /caption`), the CPU time that server and
+client spend per request (what bounds throughput once the cores are busy), and the peak
+resident memory (VmHWM) of the server process and its children.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from benchmarks.images import PHOTO_SIZE, jpeg_set
+from benchmarks.machine import usable_cores
 from benchmarks.stats import median, percentile, summarize
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,25 @@ def rss_mb(pid: int) -> float:
     return sum(status_kib(p, "VmRSS") for p in [pid, *children_of(pid)]) * 1024 / 1e6
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads) and its children so far; 0 for
+    a process that is gone."""
+    total = 0
+    for process in [pid, *children_of(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU time of this (the client's) process so far."""
+    times = os.times()
+    return times.user + times.system
+
+
 class ServerProcess:
     """`python -m uvicorn app.main:app` in a subprocess on 127.0.0.1, its output in `log_path`.
 
@@ -168,6 +189,9 @@ class ServerProcess:
     def peak_rss_mb(self) -> float:
         return peak_rss_mb(self.process.pid)
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
+
     def rss_mb(self) -> float:
         return rss_mb(self.process.pid)
 
@@ -204,9 +228,17 @@ async def _post(client: httpx.AsyncClient, image: bytes) -> httpx.Response:
 
 
 async def load_run(
-    base_url: str, images: list[bytes], concurrency: int, requests: int, max_seconds: float
+    base_url: str,
+    images: list[bytes],
+    concurrency: int,
+    requests: int,
+    max_seconds: float,
+    server_cpu_seconds: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """`concurrency` clients post `requests` images in total (after one untimed round)."""
+    """`concurrency` clients post `requests` images in total (after one untimed round).
+
+    With `server_cpu_seconds` (the server's CPU time so far), the timed part's CPU time of
+    server and client (this process) is measured too."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
         base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
@@ -216,6 +248,7 @@ async def load_run(
         server_ms: list[dict[str, float]] = []  # the server's own timings_ms per request
         errors: dict[str, int] = {}
         issued = 0
+        cpu_before = (server_cpu_seconds() if server_cpu_seconds else 0.0), own_cpu_seconds()
         started = time.perf_counter()
         deadline = started + max_seconds
 
@@ -238,7 +271,12 @@ async def load_run(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu: dict[str, float] = {}
+        if server_cpu_seconds is not None:
+            cpu["server_cpu_s"] = server_cpu_seconds() - cpu_before[0]
+            cpu["client_cpu_s"] = own_cpu_seconds() - cpu_before[1]
     return {
+        **cpu,
         "seconds": elapsed,
         "ok": len(latencies),
         "errors": errors,
@@ -262,8 +300,9 @@ def sample_caption(base_url: str, image: bytes) -> str:
     return str(captions[0].get("text", body))
 
 
-def summarize_level(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median images/s over the runs; latency percentiles over all their requests."""
+def summarize_level(runs: list[dict[str, Any]], cores: int) -> dict[str, Any]:
+    """Median images/s over the runs; latency percentiles over all their requests; CPU time
+    per answered request and the share of the `cores` that server and client kept busy."""
     latencies = [value for run in runs for value in run["latencies_ms"]]
     errors: dict[str, int] = {}
     for run in runs:
@@ -275,6 +314,15 @@ def summarize_level(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "requests": sum(run["ok"] for run in runs),
         "errors": errors,
     }
+    answered = level["requests"]
+    if answered and all("server_cpu_s" in run for run in runs):
+        server_cpu = sum(run["server_cpu_s"] for run in runs)
+        client_cpu = sum(run["client_cpu_s"] for run in runs)
+        level.update(
+            server_cpu_ms_per_request=1000 * server_cpu / answered,
+            client_cpu_ms_per_request=1000 * client_cpu / answered,
+            cores_busy=(server_cpu + client_cpu) / (sum(run["seconds"] for run in runs) * cores),
+        )
     if latencies:
         level.update(
             p50_ms=percentile(latencies, 50),
@@ -324,6 +372,7 @@ def bench_http(artifacts: Path, plan: LoadPlan) -> dict[str, Any]:
                                 concurrency,
                                 plan.requests_per_level[concurrency],
                                 plan.max_seconds_per_run,
+                                server.cpu_seconds,
                             )
                         )
                         runs[concurrency].append(run)
@@ -335,7 +384,9 @@ def bench_http(artifacts: Path, plan: LoadPlan) -> dict[str, Any]:
                             run["errors"] or "none",
                         )
                 for concurrency, level_runs in runs.items():
-                    results["concurrency"][str(concurrency)] = summarize_level(level_runs)
+                    results["concurrency"][str(concurrency)] = summarize_level(
+                        level_runs, usable_cores()
+                    )
                 results["peak_rss_mb"] = server.peak_rss_mb()
                 results["rss_after_load_mb"] = server.rss_mb()
     results["ready_s"] = summarize(ready_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from benchmarks.__main__ import FULL, QUICK, parse_args
 from benchmarks.images import jpeg_set, photo_like
 from benchmarks.machine import cpu_model
 from benchmarks.report import finite, render_markdown, write_reports
-from benchmarks.server import children_of, peak_rss_mb, summarize_level
+from benchmarks.server import children_of, cpu_seconds, peak_rss_mb, summarize_level
 from benchmarks.stats import interleaved, median, percentile, ratio, summarize, time_calls
 from benchmarks.targets import FAIL, MISSING, PASS, evaluate_targets
 
@@ -196,6 +197,28 @@ def test_markdown_has_the_tables_and_verdicts():
     assert "Not measured" not in markdown.split("## Seed-style baseline")[0]
 
 
+def test_markdown_shows_cpu_per_request_and_the_ceiling_it_sets():
+    results = results_dict(tput1=30.0)
+    levels = results["http"]["concurrency"]
+    levels["1"].update(server_cpu_ms_per_request=45.0, client_cpu_ms_per_request=5.0)
+    levels["1"]["cores_busy"] = 0.75
+    levels["8"].update(server_cpu_ms_per_request=36.0, client_cpu_ms_per_request=4.0)
+    levels["8"]["cores_busy"] = 0.95
+
+    markdown = render_markdown(results, evaluate_targets(results))
+
+    assert "| 8 | 70.00 | 90.0 | 120.0 | None | 0 | 36.0 | 4.0 | 95% |" in markdown
+    # 2 cores / 40 ms per request = 50 images/s, 1.67x the 30 of concurrency 1.
+    assert "2 cores answer at most 50.0 images/s, 1.67x concurrency 1's" in markdown
+
+
+def test_markdown_leaves_out_the_ceiling_when_cpu_was_not_measured():
+    results = results_dict()
+    markdown = render_markdown(results, evaluate_targets(results))
+    assert "| 8 | 70.00 | 90.0 | 120.0 | None | 0 | – | – | – |" in markdown
+    assert "answer at most" not in markdown
+
+
 def test_markdown_names_parts_that_failed():
     results = results_dict()
     results["http"] = {"error": "RuntimeError: no server"}
@@ -226,11 +249,48 @@ def test_summarize_level_pools_latencies_and_takes_median_throughput():
         {"images_per_s": 30.0, "ok": 2, "errors": {"503": 1}, "latencies_ms": [3.0, 4.0]},
         {"images_per_s": 20.0, "ok": 1, "errors": {"503": 2}, "latencies_ms": [5.0]},
     ]
-    level = summarize_level(runs)
+    level = summarize_level(runs, cores=2)
     assert level["images_per_s"] == 20.0
     assert level["p50_ms"] == 3.0
     assert level["requests"] == 5
     assert level["errors"] == {"503": 3}
+    assert "server_cpu_ms_per_request" not in level  # not measured, not made up
+
+
+def test_summarize_level_divides_cpu_time_by_answered_requests():
+    runs = [
+        {
+            "images_per_s": 10.0,
+            "ok": 10,
+            "errors": {},
+            "latencies_ms": [1.0],
+            "seconds": 1.0,
+            "server_cpu_s": 0.5,
+            "client_cpu_s": 0.1,
+        },
+        {
+            "images_per_s": 10.0,
+            "ok": 30,
+            "errors": {},
+            "latencies_ms": [1.0],
+            "seconds": 3.0,
+            "server_cpu_s": 1.5,
+            "client_cpu_s": 0.3,
+        },
+    ]
+    level = summarize_level(runs, cores=2)
+    assert level["server_cpu_ms_per_request"] == pytest.approx(50.0)  # 2.0 s / 40 requests
+    assert level["client_cpu_ms_per_request"] == pytest.approx(10.0)
+    assert level["cores_busy"] == pytest.approx(2.4 / (4.0 * 2))
+
+
+def test_cpu_seconds_counts_this_process_work_and_zero_for_a_gone_one():
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.2
+    assert cpu_seconds(2**22 + 12345) == 0.0  # above the largest pid Linux hands out
 
 
 # --- machine, images, plans -------------------------------------------------------------------
