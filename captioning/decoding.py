@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -165,6 +165,10 @@ class _Stepper:
         pooled = pooled.astype(np.float32)
         self.h0 = np.tanh(pooled @ weights.init_h[0] + weights.init_h[1])
         self.c0 = np.tanh(pooled @ weights.init_c[0] + weights.init_c[1])
+
+    def keep_images(self, images: np.ndarray) -> None:
+        """Go on with only these images (indices into the current batch)."""
+        self.keys = self.keys[images]
 
     def step(
         self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, beams: int
@@ -381,7 +385,9 @@ def beam_search(
 
     All images' beams advance together as one (images * beam_size) batch. A finished beam
     stays in the beam, extended only by padding at no cost, so that it competes with the live
-    ones; the search stops when every beam of every image has finished.
+    ones. An image whose beams have all finished leaves the batch (its results can no longer
+    change), so a batch of captions of different lengths does not run every image to the
+    longest; the search stops when no image is left.
     """
     if beam_size < 1 or not 1 <= num_results <= beam_size:
         raise ValueError("need beam_size >= 1 and 1 <= num_results <= beam_size")
@@ -406,6 +412,8 @@ def beam_search(
     no_penalty = np.zeros((rows, vocab), np.float32)
     only_end = np.full((rows, vocab), NEG_INF, np.float32)
     only_end[:, END_ID] = 0.0
+    active = np.arange(batch)  # the images still searching, by their index in `grid`
+    results: list[_FinishedBeams | None] = [None] * batch
 
     for step in range(max_length + 1):
         penalty = no_penalty
@@ -429,44 +437,64 @@ def beam_search(
             maps = np.concatenate([maps[parent], attention[parent, None]], axis=1)
         h, c = h[parent], c[parent]
         tokens = word
-        if finished.all():
+        done = finished.reshape(-1, beam_size).all(axis=1) | (step == max_length)
+        if not done.any():
+            continue
+        for index in np.flatnonzero(done):
+            beams = slice(index * beam_size, (index + 1) * beam_size)
+            results[active[index]] = _FinishedBeams(
+                history[beams], maps[beams], beam_log_prob[beams], lengths[beams]
+            )
+        keep = np.flatnonzero(~done)
+        if not len(keep):
             break
+        kept_rows = (keep[:, None] * beam_size + np.arange(beam_size)).reshape(-1)
+        h, c, tokens, finished = h[kept_rows], c[kept_rows], tokens[kept_rows], finished[kept_rows]
+        beam_log_prob, lengths = beam_log_prob[kept_rows], lengths[kept_rows]
+        history, maps = history[kept_rows], maps[kept_rows]
+        active = active[keep]
+        stepper.keep_images(keep)
+        first_row = first_row[: len(kept_rows)]
+        no_penalty, only_end = no_penalty[: len(kept_rows)], only_end[: len(kept_rows)]
+    # Every image is in `results` now: the step at `max_length` ends every search.
     return _collect_beams(
-        history.reshape(batch, beam_size, -1),
-        maps.reshape(batch, beam_size, *maps.shape[1:]),
-        beam_log_prob.reshape(batch, beam_size),
-        lengths.reshape(batch, beam_size),
+        cast(list[_FinishedBeams], results),
         num_results,
         length_penalty,
-        max_length,
         return_attention,
     )
 
 
+@dataclass(frozen=True)
+class _FinishedBeams:
+    """One image's beams when its search ended: words, attention maps, log-probs, lengths."""
+
+    history: np.ndarray  # (beam_size, steps)
+    maps: np.ndarray  # (beam_size, steps, regions), or no steps without attention
+    log_prob: np.ndarray  # (beam_size,)
+    lengths: np.ndarray  # (beam_size,)
+
+
 def _collect_beams(
-    history: np.ndarray,
-    maps: np.ndarray,
-    beam_log_prob: np.ndarray,
-    lengths: np.ndarray,
+    images: list[_FinishedBeams],
     num_results: int,
     length_penalty: float,
-    max_length: int,
     return_attention: bool,
 ) -> list[list[Hypothesis]]:
     results = []
-    for image in range(len(history)):
+    for image in images:
         hypotheses = []
-        for beam in range(history.shape[1]):
-            log_prob = float(beam_log_prob[image, beam])
+        for beam in range(len(image.history)):
+            log_prob = float(image.log_prob[beam])
             if not np.isfinite(log_prob) and hypotheses:
                 continue  # a beam that never came alive (tiny vocabulary); keep at least one
-            words = _words_until_end(history[image, beam])
+            words = _words_until_end(image.history[beam])
             hypotheses.append(
                 Hypothesis(
                     token_ids=words,
                     log_prob=log_prob,
-                    score=_length_score(log_prob, int(lengths[image, beam]), length_penalty),
-                    attention=maps[image, beam, : len(words)].copy() if return_attention else None,
+                    score=_length_score(log_prob, int(image.lengths[beam]), length_penalty),
+                    attention=image.maps[beam, : len(words)].copy() if return_attention else None,
                 )
             )
         hypotheses.sort(key=lambda hyp: -hyp.score)

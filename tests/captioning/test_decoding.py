@@ -1,9 +1,12 @@
 """Decoding on a randomly initialised decoder: the search itself, not caption quality."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
+from captioning import decoding
 from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import BANNED_IDS, DecoderWeights, beam_search, greedy_decode
 from captioning.text import END_ID
@@ -47,6 +50,39 @@ def test_beam_search_is_batched_consistently(weights, features):
         np.testing.assert_allclose(
             [h.log_prob for h in alone], [h.log_prob for h in together[i]], rtol=1e-5
         )
+
+
+def test_images_that_finish_early_leave_the_batch_with_their_results(
+    weights, features, monkeypatch
+):
+    """The batch shrinks as images finish, and each image still gets exactly what it gets
+    alone: words, log-probabilities and attention maps."""
+    grid, pooled = features
+    # A likelier <end> makes the captions end after 0 to 12 words, not all at the limit.
+    kernel, bias = weights.logits
+    end_bonus = np.where(np.arange(len(bias)) == END_ID, 4.0, 0.0).astype(bias.dtype)
+    weights = dataclasses.replace(weights, logits=(kernel, bias + end_bonus))
+    kept: list[int] = []
+    keep_images = decoding._Stepper.keep_images
+
+    def record(self, images):
+        kept.append(len(images))
+        keep_images(self, images)
+
+    monkeypatch.setattr(decoding._Stepper, "keep_images", record)
+    together = beam_search(
+        weights, grid, pooled, beam_size=3, max_length=12, num_results=3, return_attention=True
+    )
+    assert kept and kept == sorted(kept, reverse=True) and kept[-1] < len(pooled)
+    monkeypatch.undo()
+    for i in range(len(pooled)):
+        alone = beam_search(
+            weights, grid[i : i + 1], pooled[i : i + 1], 3, 12, 3, return_attention=True
+        )[0]
+        assert [h.token_ids for h in alone] == [h.token_ids for h in together[i]]
+        for a, b in zip(alone, together[i], strict=True):
+            assert a.log_prob == pytest.approx(b.log_prob, rel=1e-5)
+            np.testing.assert_allclose(a.attention, b.attention, rtol=1e-4, atol=1e-6)
 
 
 def test_n_best_is_ranked_and_distinct(weights, features):
