@@ -213,9 +213,9 @@ class CaptionBatches(keras.utils.PyDataset):
         if self.mirrored is not None and mirror.any():
             flipped = rows[mirror]
             grid[mirror] = self.mirrored.features.grid[flipped]
-            pooled = pooled.copy()
+            # `grid`, `pooled` and `captions` are fresh arrays (fancy indexing copies), so
+            # writing into them leaves the originals alone.
             pooled[mirror] = self.mirrored.features.pooled[flipped]
-            captions = captions.copy()
             captions[mirror] = self.mirrored.captions[flipped, :, : captions.shape[2]]
         inputs, targets = captions[:, :, :-1], captions[:, :, 1:]
         return (grid, pooled, inputs), targets.reshape(-1, targets.shape[-1])
