@@ -44,7 +44,7 @@ class SelfCriticalConfig:
     candidates_per_image: int = 5  # the beam size, and the n-best list's length
     batch_images: int = 32
     clipnorm: float = 5.0
-    length_penalty: float = 0.5  # as in the service's beam search
+    length_penalty: float = 1.0  # the trainer passes its own, which the manifest records
     no_repeat_ngram: int = 3
 
 
