@@ -9,5 +9,6 @@ LSTM = "lstm"
 COMBINE = "attention_combine"
 VOCAB_LOGITS = "vocab_logits"
 
-# Every layer whose weights decoding uses.
+# Every layer whose weights decoding uses. With tied embeddings there is no VOCAB_LOGITS: the
+# EMBEDDING layer holds (embeddings, logit bias).
 WEIGHTED_LAYERS = (EMBEDDING, INIT_H, INIT_C, REGION_KEYS, LSTM, COMBINE, VOCAB_LOGITS)
