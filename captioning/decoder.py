@@ -8,11 +8,7 @@ the LSTM over whole captions at once (teacher forcing):
     h_t      = LSTM(embed(word_{t-1}), h_{t-1}, c_{t-1})
     alpha_t  = softmax(keys . h_t / sqrt(hidden))        one attention map per word
     out_t    = tanh(W_o [h_t ; sum(alpha_t keys)])
-    logits_t = W_v dropout(out_t)                        W_v = embedding^T when tied
-
-With `tie_embeddings` the vocabulary layer reuses the word embedding, transposed (Press and
-Wolf 2017), and `out_t` has the embedding's width: a third fewer weights to learn from 6,000
-photos, and a third less work per decoded word.
+    logits_t = W_v dropout(out_t)
 
 A training batch holds several images with several captions each, so the region projection is
 computed once per image rather than once per caption. Decoding (greedy and beam search) lives in
@@ -47,7 +43,6 @@ class DecoderConfig:
     hidden_dim: int = 512
     dropout: float = 0.3
     region_dropout: float = 0.1
-    tie_embeddings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,46 +58,6 @@ class RegionAttention(layers.Layer):
         weights = ops.softmax(scores, axis=-1)
         context = ops.einsum("btr,brh->bth", weights, keys)
         return context, weights
-
-
-@keras.saving.register_keras_serializable(package="captioning")
-class TiedEmbedding(layers.Layer):
-    """A word embedding that also scores words. Called on token ids it looks up their vectors;
-    with `reverse=True` on (..., dim) vectors it returns (..., vocabulary) logits,
-    vectors @ embeddings^T + bias.
-
-    The idea of Keras' newer `ReversibleEmbedding`, plus the bias that carries each word's
-    overall frequency. A plain layer rather than an `Embedding` subclass: Keras saves an
-    Embedding's variables by a fixed list that would leave the bias out.
-    """
-
-    def __init__(self, input_dim: int, output_dim: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.input_dim, self.output_dim = input_dim, output_dim
-
-    def build(self, input_shape=None) -> None:
-        # Glorot, as the vocabulary Dense layer it replaces: for a real vocabulary that is about
-        # the Embedding's own +-0.05, but a small one (the tests' 14 words) learned far slower
-        # from +-0.05 (training loss 0.68 against 0.06 after the same 24 epochs).
-        self.embeddings = self.add_weight(
-            shape=(self.input_dim, self.output_dim),
-            initializer="glorot_uniform",
-            name="embeddings",
-        )
-        self.bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="bias")
-
-    def call(self, inputs, reverse=False):
-        if not reverse:
-            return ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
-        return ops.matmul(inputs, ops.transpose(self.embeddings)) + self.bias
-
-    def compute_output_spec(self, inputs, reverse=False):
-        if reverse:
-            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), self.compute_dtype)
-        return keras.KerasTensor((*inputs.shape, self.output_dim), self.compute_dtype)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim}
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -137,26 +92,17 @@ def build_decoder(config: DecoderConfig) -> keras.Model:
 
     repeat = RepeatPerCaption(name="repeat_per_caption")
     tokens = FlattenCaptions(name="flatten_captions")(captions)
-    if config.tie_embeddings:
-        embedding = TiedEmbedding(config.vocab_size, config.embedding_dim, name=EMBEDDING)
-    else:
-        embedding = layers.Embedding(config.vocab_size, config.embedding_dim, name=EMBEDDING)
-    embedded = embedding(tokens)
+    embedded = layers.Embedding(config.vocab_size, config.embedding_dim, name=EMBEDDING)(tokens)
     embedded = layers.Dropout(config.dropout, name="embedding_dropout")(embedded)
     hidden = layers.LSTM(config.hidden_dim, return_sequences=True, name=LSTM)(
         embedded, initial_state=[repeat(init_h, captions), repeat(init_c, captions)]
     )
     context, _ = RegionAttention(name="region_attention")(hidden, repeat(keys, captions))
-    # Tied, the combined vector lives in the embedding's space, so it has its width.
-    combined_dim = config.embedding_dim if config.tie_embeddings else config.hidden_dim
-    combined = layers.Dense(combined_dim, activation="tanh", name=COMBINE)(
+    combined = layers.Dense(config.hidden_dim, activation="tanh", name=COMBINE)(
         layers.Concatenate(name="hidden_and_context")([hidden, context])
     )
     combined = layers.Dropout(config.dropout, name="output_dropout")(combined)
-    if config.tie_embeddings:
-        logits = embedding(combined, reverse=True)
-    else:
-        logits = layers.Dense(config.vocab_size, name=VOCAB_LOGITS)(combined)
+    logits = layers.Dense(config.vocab_size, name=VOCAB_LOGITS)(combined)
     return keras.Model([grid, pooled, captions], logits, name="caption_decoder")
 
 

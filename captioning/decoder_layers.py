@@ -9,6 +9,5 @@ LSTM = "lstm"
 COMBINE = "attention_combine"
 VOCAB_LOGITS = "vocab_logits"
 
-# Every layer whose weights decoding uses. With tied embeddings there is no VOCAB_LOGITS: the
-# EMBEDDING layer holds (embeddings, logit bias).
+# Every layer whose weights decoding uses.
 WEIGHTED_LAYERS = (EMBEDDING, INIT_H, INIT_C, REGION_KEYS, LSTM, COMBINE, VOCAB_LOGITS)

@@ -48,8 +48,8 @@ class DecoderWeights:
     init_c: tuple[np.ndarray, np.ndarray]
     region_keys: tuple[np.ndarray, np.ndarray]  # (C, H), (H,)
     recurrent_kernel: np.ndarray  # (H, 4H)
-    combine: tuple[np.ndarray, np.ndarray]  # (2H, D), (D,): D = H, or E when tied
-    logits: tuple[np.ndarray, np.ndarray]  # (D, V), (V,)
+    combine: tuple[np.ndarray, np.ndarray]  # (2H, H), (H,)
+    logits: tuple[np.ndarray, np.ndarray]  # (H, V), (V,)
 
     @classmethod
     def from_layers(cls, layers: Mapping[str, Sequence[np.ndarray]]) -> DecoderWeights:
@@ -61,11 +61,7 @@ class DecoderWeights:
 
         kernel, recurrent, bias = layers[names.LSTM]
         embedding = np.asarray(layers[names.EMBEDDING][0], np.float64)
-        if len(layers[names.EMBEDDING]) == 2:  # tied: the embedding scores the words too
-            logit_kernel = np.ascontiguousarray(embedding.T, np.float32)
-            logit_bias = np.asarray(layers[names.EMBEDDING][1], np.float32)
-        else:
-            logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
+        logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
         logit_bias = logit_bias.copy()
         logit_bias[list(BANNED_IDS)] = NEG_INF
         return cls(
@@ -81,13 +77,8 @@ class DecoderWeights:
     @classmethod
     def from_model(cls, model: Any) -> DecoderWeights:
         """From a Keras decoder built by `captioning.decoder.build_decoder`."""
-        present = {layer.name for layer in model.layers}
         return cls.from_layers(
-            {
-                name: model.get_layer(name).get_weights()
-                for name in names.WEIGHTED_LAYERS
-                if name in present  # a tied decoder has no separate vocabulary layer
-            }
+            {name: model.get_layer(name).get_weights() for name in names.WEIGHTED_LAYERS}
         )
 
     @property

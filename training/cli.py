@@ -45,11 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden-dim", type=int, default=512)
     train.add_argument("--embedding-dim", type=int, default=256)
     train.add_argument("--dropout", type=float, default=0.3)
-    train.add_argument(
-        "--tie-embeddings",
-        action="store_true",
-        help="the vocabulary layer reuses the word embedding (fewer weights, faster decoding)",
-    )
     train.add_argument("--patience", type=int, default=4)
     train.add_argument(
         "--weight-average",
@@ -194,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
                 hidden_dim=args.hidden_dim,
                 embedding_dim=args.embedding_dim,
                 dropout=args.dropout,
-                tie_embeddings=args.tie_embeddings,
                 patience=args.patience,
                 weight_average=args.weight_average,
                 self_critical_minutes=args.self_critical_minutes,

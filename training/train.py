@@ -68,7 +68,6 @@ class TrainConfig:
     hidden_dim: int = 512
     dropout: float = 0.3
     region_dropout: float = 0.1
-    tie_embeddings: bool = False  # the vocabulary layer reuses the word embedding
     label_smoothing: float = 0.1
     learning_rate: float = 1e-3
     lr_decay: float = 0.5  # applied whenever dev CIDEr does not improve
@@ -627,7 +626,6 @@ def train(config: TrainConfig) -> dict:
         hidden_dim=config.hidden_dim,
         dropout=config.dropout,
         region_dropout=config.region_dropout,
-        tie_embeddings=config.tie_embeddings,
     )
     manifest_base = _manifest(config, spec, decoder_config, vocabulary, max_words, dataset)
 
