@@ -89,7 +89,7 @@ class CaptionResponse(BaseModel):
     height: int = Field(description="Image height after EXIF rotation.", examples=[480])
     model: str = Field(
         description="Model id from the manifest.",
-        examples=["efficientnet_lite1-attention-lstm-20261126-121645"],
+        examples=["efficientnet_lite1-attention-lstm-20261127-023047"],
     )
     timings_ms: Timings
 
@@ -106,7 +106,7 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
-    model: str = Field(examples=["efficientnet_lite1-attention-lstm-20261126-121645"])
+    model: str = Field(examples=["efficientnet_lite1-attention-lstm-20261127-023047"])
 
 
 ModelManifest = dict[str, Any]

@@ -41,7 +41,7 @@ class DecoderConfig:
     regions: int
     embedding_dim: int = 256
     hidden_dim: int = 512
-    dropout: float = 0.3
+    dropout: float = 0.2
     region_dropout: float = 0.1
 
     def to_dict(self) -> dict:

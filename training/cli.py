@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--min-word-count", type=int, default=5)
     train.add_argument("--hidden-dim", type=int, default=512)
     train.add_argument("--embedding-dim", type=int, default=256)
-    train.add_argument("--dropout", type=float, default=0.3)
+    train.add_argument("--dropout", type=float, default=0.2)
     train.add_argument("--patience", type=int, default=4)
     train.add_argument(
         "--weight-average",

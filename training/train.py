@@ -66,7 +66,7 @@ class TrainConfig:
     max_caption_words: int = 30
     embedding_dim: int = 256
     hidden_dim: int = 512
-    dropout: float = 0.3
+    dropout: float = 0.2  # 0.3 and 0.5 learned slower within the time budget (README)
     region_dropout: float = 0.1
     label_smoothing: float = 0.1
     learning_rate: float = 1e-3
