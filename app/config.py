@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from captioning.predictor import MAX_BEAM_SIZE
+from captioning.runtime import LITERT_MAX_BATCH
 
 MiB = 1024 * 1024
 
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     # share of the work, and on 2 cores concurrency 8 went from 25.6 to 30.7 images/s (1 thread
     # was better with Lite0, 41 against 34). See captioning.runtime.LiteRTEncoder.
     encoder_batch_threads: int = Field(0, ge=0)
+    # Images per LiteRT encoder call; a larger batch runs in pieces of this size, which is
+    # faster per image (the activations stay in the CPU caches). 0: the whole batch at once.
+    encoder_max_batch: int = Field(LITERT_MAX_BATCH, ge=0)
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
     blas_threads: int = Field(1, ge=1)
     default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)

@@ -66,6 +66,7 @@ def create_app(
         settings.blas_threads,
         settings.decoder_runtime,
         settings.encoder_batch_threads,
+        settings.encoder_max_batch,
     )
     service = CaptionService(settings, metrics, factory)
 

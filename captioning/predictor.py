@@ -15,6 +15,7 @@ from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
 from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
 from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
+    LITERT_MAX_BATCH,
     EncoderRuntime,
     LiteRTDecoderStep,
     litert_available,
@@ -71,6 +72,7 @@ class CaptionPredictor:
         encoder_runtime: str = "auto",
         decoder_runtime: str = "auto",
         encoder_batch_threads: int | None = None,
+        encoder_max_batch: int | None = LITERT_MAX_BATCH,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -90,7 +92,11 @@ class CaptionPredictor:
             raise ArtifactError(f"manifest.json lacks a required field: {exc}") from exc
         self.model_id = str(self.manifest.get("model_id", "unknown"))
         self.encoder: EncoderRuntime = make_encoder_runtime(
-            bundle.encoder, bundle.tflite_encoder, encoder_runtime, encoder_batch_threads
+            bundle.encoder,
+            bundle.tflite_encoder,
+            encoder_runtime,
+            encoder_batch_threads,
+            encoder_max_batch,
         )
         self.weights = (
             DecoderWeights.from_model(bundle.decoder)
@@ -122,13 +128,16 @@ class CaptionPredictor:
         encoder_runtime: str = "auto",
         decoder_runtime: str = "auto",
         encoder_batch_threads: int | None = None,
+        encoder_max_batch: int | None = LITERT_MAX_BATCH,
     ) -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
         # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights
         # are read straight from decoder.keras, and TensorFlow is never imported.
         litert = encoder_runtime != "tensorflow" and litert_available()
         bundle = load_bundle(path, keras_encoder=not litert, keras_decoder=not litert)
-        return cls(bundle, encoder_runtime, decoder_runtime, encoder_batch_threads)
+        return cls(
+            bundle, encoder_runtime, decoder_runtime, encoder_batch_threads, encoder_max_batch
+        )
 
     def warmup(self) -> None:
         """Run every path once, so the first request pays no tracing or allocation cost, and

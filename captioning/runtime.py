@@ -78,17 +78,26 @@ Runner = TypeVar("Runner")
 
 
 def _one_and_batched(
-    make: Callable[[int], Runner], num_threads: int | None, batch_threads: int | None
+    make: Callable[[int], Runner],
+    num_threads: int | None,
+    batch_threads: int | None,
+    separate: bool = False,
 ) -> tuple[Runner, Runner]:
     """An interpreter for a lone image, on `num_threads` (default: every core), and one for
-    batches of several images, on `batch_threads` (None or 0, or the same count: the same
-    interpreter). In the service, batches form only under load, when the other stage keeps
-    cores busy; a lone image has them to itself."""
+    batches of several images, on `batch_threads` (None or 0: as many). They are the same
+    interpreter when the thread counts match, unless `separate`. In the service, batches form
+    only under load, when the other stage keeps cores busy; a lone image has them to itself."""
     threads = num_threads or os.cpu_count() or 1
     single = make(threads)
-    if not batch_threads or batch_threads == threads:
+    if not separate and (not batch_threads or batch_threads == threads):
         return single, single
-    return single, make(batch_threads)
+    return single, make(batch_threads or threads)
+
+
+# Images per LiteRT encoder call. A batch's activations outgrow the CPU caches: on the 2-core
+# machine, 8 photos took 14.8 ms each in one call, 11.7 ms one at a time and 10.8 ms two at a
+# time (5 interleaved rounds, two wins in every round; `work/prof8/enc_chunk.py`, a throwaway).
+LITERT_MAX_BATCH = 2
 
 
 class LiteRTEncoder:
@@ -101,6 +110,10 @@ class LiteRTEncoder:
     concurrency 8): with Lite0 one thread that left the other core free beat two (41 against
     34 images/s); with Lite1, the heavier encoder, two beat one (30.7 against 25.6). The
     service's setting is `CAPTIONER_ENCODER_BATCH_THREADS`.
+
+    A batch larger than `max_batch` runs as several calls of at most `max_batch` images (None
+    or 0: one call), on an interpreter of its own, so that the lone-image interpreter is never
+    resized. Setting: `CAPTIONER_ENCODER_MAX_BATCH`.
     """
 
     name = "litert"
@@ -110,12 +123,25 @@ class LiteRTEncoder:
         model_content: bytes,
         num_threads: int | None = None,
         batch_threads: int | None = None,
+        max_batch: int | None = LITERT_MAX_BATCH,
     ) -> None:
+        self._max_batch = max_batch or None
+        # Chunks of `max_batch` keep the batch interpreter at one shape; a separate one, even
+        # on as many threads, spares the lone-image interpreter a resize at every batch.
         self._single, self._batched = _one_and_batched(
-            lambda threads: _LiteRTModel(model_content, threads), num_threads, batch_threads
+            lambda threads: _LiteRTModel(model_content, threads),
+            num_threads,
+            batch_threads,
+            separate=self._max_batch is not None and self._max_batch > 1,
         )
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._max_batch and len(pixels) > self._max_batch:
+            parts = [
+                self(pixels[start : start + self._max_batch])
+                for start in range(0, len(pixels), self._max_batch)
+            ]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return (self._single if len(pixels) == 1 else self._batched)(pixels)
 
 
@@ -128,14 +154,17 @@ def make_encoder_runtime(
     tflite: bytes | None,
     preferred: str = "auto",
     batch_threads: int | None = None,
+    max_batch: int | None = LITERT_MAX_BATCH,
 ) -> EncoderRuntime:
     """`preferred`: "auto" (LiteRT when available), "litert" or "tensorflow";
-    `batch_threads`: LiteRT threads for batches of several images (see LiteRTEncoder)."""
+    `batch_threads` and `max_batch`: LiteRT threads for batches of several images, and images
+    per LiteRT call (see LiteRTEncoder). TensorFlow takes every batch whole: it gains from
+    batching (48 against 41 ms per image at batch 1 and 8)."""
     if preferred not in ("auto", "litert", "tensorflow"):
         raise ValueError(f"unknown encoder runtime {preferred!r}")
     if preferred != "tensorflow" and tflite is not None:
         try:
-            return LiteRTEncoder(tflite, batch_threads=batch_threads)
+            return LiteRTEncoder(tflite, batch_threads=batch_threads, max_batch=max_batch)
         except ImportError:
             if preferred == "litert":
                 raise

@@ -101,17 +101,28 @@ def test_runtime_settings_reach_the_loader(make_settings, monkeypatch) -> None:
 
     seen: list[tuple] = []
 
-    def fake_load(path, encoder_runtime="auto", decoder_runtime="auto", encoder_batch_threads=None):
-        seen.append((path, encoder_runtime, decoder_runtime, encoder_batch_threads))
+    def fake_load(
+        path,
+        encoder_runtime="auto",
+        decoder_runtime="auto",
+        encoder_batch_threads=None,
+        encoder_max_batch=None,
+    ):
+        seen.append(
+            (path, encoder_runtime, decoder_runtime, encoder_batch_threads, encoder_max_batch)
+        )
         raise ArtifactError("stop here")
 
     monkeypatch.setattr(CaptionPredictor, "from_artifacts", staticmethod(fake_load))
     settings = make_settings(
-        encoder_runtime="tensorflow", decoder_runtime="numpy", encoder_batch_threads=2
+        encoder_runtime="tensorflow",
+        decoder_runtime="numpy",
+        encoder_batch_threads=2,
+        encoder_max_batch=4,
     )
     with pytest.raises(ArtifactError):
         start_and_stop(create_app(settings))
-    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy", 2)]
+    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy", 2, 4)]
 
 
 @pytest.mark.slow

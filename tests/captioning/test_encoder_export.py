@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from captioning.runtime import LiteRTEncoder, export_tflite
+from captioning.runtime import LiteRTEncoder, _LiteRTModel, export_tflite
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ai_edge_litert")
@@ -35,3 +35,25 @@ def test_float16_export_is_half_the_size_and_agrees_with_keras() -> None:
 def test_unknown_weight_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="float16"):
         export_tflite(_small_encoder(), weights="int4")
+
+
+def test_a_batch_runs_in_pieces_of_max_batch_with_the_same_features(monkeypatch) -> None:
+    flatbuffer = export_tflite(_small_encoder(), weights="float32")
+    pixels = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    expected_grid, expected_pooled = LiteRTEncoder(flatbuffer, max_batch=0)(pixels)
+
+    pieces = LiteRTEncoder(flatbuffer, max_batch=2)
+    calls: list[tuple[int, int]] = []  # (which interpreter, images)
+    original = _LiteRTModel.__call__
+
+    def counted(self, batch):
+        calls.append((id(self), len(batch)))
+        return original(self, batch)
+
+    monkeypatch.setattr(_LiteRTModel, "__call__", counted)
+    grid, pooled = pieces(pixels)
+    np.testing.assert_allclose(grid, expected_grid, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-5, atol=1e-4)
+    batched, single = id(pieces._batched), id(pieces._single)
+    # The odd image out goes to the lone-image interpreter, which thus never changes shape.
+    assert calls == [(batched, 2), (batched, 2), (single, 1)]
