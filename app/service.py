@@ -45,7 +45,6 @@ from app.uploads import UploadedFile, format_bytes
 from captioning.bundle import ArtifactError
 from captioning.images import decode_upload
 from captioning.predictor import DecodeOptions
-from captioning.runtime import LITERT_MAX_BATCH
 from captioning.types import Caption
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ def real_predictor_factory(
     blas_threads: int = 1,
     decoder_runtime: str = "auto",
     encoder_batch_threads: int | None = None,
-    encoder_max_batch: int | None = LITERT_MAX_BATCH,
+    encoder_max_batch: int | None = None,
 ) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
         from threadpoolctl import threadpool_limits

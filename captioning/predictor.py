@@ -15,7 +15,6 @@ from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
 from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
 from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
-    LITERT_MAX_BATCH,
     EncoderRuntime,
     LiteRTDecoderStep,
     litert_available,
@@ -72,7 +71,7 @@ class CaptionPredictor:
         encoder_runtime: str = "auto",
         decoder_runtime: str = "auto",
         encoder_batch_threads: int | None = None,
-        encoder_max_batch: int | None = LITERT_MAX_BATCH,
+        encoder_max_batch: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -128,7 +127,7 @@ class CaptionPredictor:
         encoder_runtime: str = "auto",
         decoder_runtime: str = "auto",
         encoder_batch_threads: int | None = None,
-        encoder_max_batch: int | None = LITERT_MAX_BATCH,
+        encoder_max_batch: int | None = None,
     ) -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
         # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights

@@ -111,9 +111,9 @@ class LiteRTEncoder:
     34 images/s); with Lite1, the heavier encoder, two beat one (30.7 against 25.6). The
     service's setting is `CAPTIONER_ENCODER_BATCH_THREADS`.
 
-    A batch larger than `max_batch` runs as several calls of at most `max_batch` images (None
-    or 0: one call), on an interpreter of its own, so that the lone-image interpreter is never
-    resized. Setting: `CAPTIONER_ENCODER_MAX_BATCH`.
+    A batch larger than `max_batch` runs as several calls of at most `max_batch` images (None:
+    `LITERT_MAX_BATCH`; 0: one call), on an interpreter of its own, so that the lone-image
+    interpreter is never resized. Setting: `CAPTIONER_ENCODER_MAX_BATCH`.
     """
 
     name = "litert"
@@ -123,9 +123,9 @@ class LiteRTEncoder:
         model_content: bytes,
         num_threads: int | None = None,
         batch_threads: int | None = None,
-        max_batch: int | None = LITERT_MAX_BATCH,
+        max_batch: int | None = None,
     ) -> None:
-        self._max_batch = max_batch or None
+        self._max_batch = (LITERT_MAX_BATCH if max_batch is None else max_batch) or None
         # Chunks of `max_batch` keep the batch interpreter at one shape; a separate one, even
         # on as many threads, spares the lone-image interpreter a resize at every batch.
         self._single, self._batched = _one_and_batched(
@@ -154,7 +154,7 @@ def make_encoder_runtime(
     tflite: bytes | None,
     preferred: str = "auto",
     batch_threads: int | None = None,
-    max_batch: int | None = LITERT_MAX_BATCH,
+    max_batch: int | None = None,
 ) -> EncoderRuntime:
     """`preferred`: "auto" (LiteRT when available), "litert" or "tensorflow";
     `batch_threads` and `max_batch`: LiteRT threads for batches of several images, and images
