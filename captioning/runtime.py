@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,11 +23,27 @@ if TYPE_CHECKING:  # TensorFlow loads only for the Keras runtime and the export,
 logger = logging.getLogger(__name__)
 
 
+class EncoderOutput(NamedTuple):
+    grid: np.ndarray  # (batch, h, w, C)
+    pooled: np.ndarray  # (batch, C)
+    class_logits: np.ndarray | None  # (batch, classes) ImageNet logits; None without the head
+
+
 class EncoderRuntime(Protocol):
     name: str
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(batch, size, size, 3) float32 pixels -> (grid (batch, h, w, C), pooled (batch, C))."""
+    def __call__(self, pixels: np.ndarray) -> EncoderOutput:
+        """(batch, size, size, 3) float32 pixels -> the grid, its pooled vector and, when the
+        export has its classifier head, the class logits, all from one call."""
+
+
+def _concatenate(parts: list[EncoderOutput]) -> EncoderOutput:
+    logits = [p.class_logits for p in parts]
+    return EncoderOutput(
+        np.concatenate([p.grid for p in parts]),
+        np.concatenate([p.pooled for p in parts]),
+        None if logits[0] is None else np.concatenate(logits),
+    )
 
 
 class KerasEncoder:
@@ -41,9 +57,10 @@ class KerasEncoder:
         # A traced graph function: model.predict re-enters Keras' loop machinery on every call.
         self._run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grid, pooled = self._run(self._tf.convert_to_tensor(pixels, self._tf.float32))[:2]
-        return grid.numpy(), pooled.numpy()
+    def __call__(self, pixels: np.ndarray) -> EncoderOutput:
+        outputs = self._run(self._tf.convert_to_tensor(pixels, self._tf.float32))
+        logits = outputs[2].numpy() if len(outputs) > 2 else None
+        return EncoderOutput(outputs[0].numpy(), outputs[1].numpy(), logits)
 
 
 class _LiteRTModel:
@@ -55,22 +72,29 @@ class _LiteRTModel:
         self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = self._interpreter.get_output_details()
-        # The export's output order is not guaranteed: the grid is the 4-D one.
-        self._grid = next(o["index"] for o in outputs if len(o["shape"]) == 4)
-        self._pooled = next(o["index"] for o in outputs if len(o["shape"]) == 2)
+        # The export's output order is not guaranteed: the grid is the 4-D one, the pooled
+        # vector has its channels, and the class logits (if any) are the other 2-D output.
+        grid = next(o for o in outputs if len(o["shape"]) == 4)
+        channels = int(grid["shape"][-1])
+        vectors = [o for o in outputs if len(o["shape"]) == 2]
+        self._grid = grid["index"]
+        self._pooled = next(o["index"] for o in vectors if int(o["shape"][-1]) == channels)
+        self._logits = next((o["index"] for o in vectors if int(o["shape"][-1]) != channels), None)
         self._batch = int(self._interpreter.get_input_details()[0]["shape"][0])
         self._interpreter.allocate_tensors()
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, pixels: np.ndarray) -> EncoderOutput:
         if len(pixels) != self._batch:
             self._interpreter.resize_tensor_input(self._input, list(pixels.shape), strict=False)
             self._interpreter.allocate_tensors()
             self._batch = len(pixels)
         self._interpreter.set_tensor(self._input, np.ascontiguousarray(pixels, np.float32))
         self._interpreter.invoke()
-        return (
+        logits = None if self._logits is None else self._interpreter.get_tensor(self._logits)
+        return EncoderOutput(
             self._interpreter.get_tensor(self._grid).copy(),
             self._interpreter.get_tensor(self._pooled).copy(),
+            None if logits is None else logits.copy(),
         )
 
 
@@ -135,13 +159,14 @@ class LiteRTEncoder:
             separate=self._max_batch is not None and self._max_batch > 1,
         )
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, pixels: np.ndarray) -> EncoderOutput:
         if self._max_batch and len(pixels) > self._max_batch:
-            parts = [
-                self(pixels[start : start + self._max_batch])
-                for start in range(0, len(pixels), self._max_batch)
-            ]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            return _concatenate(
+                [
+                    self(pixels[start : start + self._max_batch])
+                    for start in range(0, len(pixels), self._max_batch)
+                ]
+            )
         return (self._single if len(pixels) == 1 else self._batched)(pixels)
 
 
@@ -204,10 +229,15 @@ def export_tflite(model: keras.Model, weights: str = "float16") -> bytes:
     flatbuffer = converter.convert()
     pixels = np.random.default_rng(0).uniform(0, 255, (2, *model.input_shape[1:]))
     pixels = pixels.astype(np.float32)
-    expected = KerasEncoder(model)(pixels)[1]
-    exported = LiteRTEncoder(flatbuffer)(pixels)[1]
-    scale = max(float(np.abs(expected).max()), 1e-6)
-    difference = float(np.abs(expected - exported).max()) / scale
+    expected, exported = KerasEncoder(model)(pixels), LiteRTEncoder(flatbuffer)(pixels)
+    difference = 0.0
+    for name in ("pooled", "class_logits"):  # the head, when there is one, must agree too
+        want, got = getattr(expected, name), getattr(exported, name)
+        if (want is None) != (got is None):
+            raise RuntimeError(f"the LiteRT export and Keras disagree on having {name}")
+        if want is not None:
+            scale = max(float(np.abs(want).max()), 1e-6)
+            difference = max(difference, float(np.abs(want - got).max()) / scale)
     if not np.isfinite(difference) or difference > TFLITE_TOLERANCE[weights]:
         raise RuntimeError(
             f"the LiteRT export disagrees with Keras (max relative difference {difference:.2e})"

@@ -105,7 +105,7 @@ def extract_features(
         batch = pixels.numpy()
         if mirror:  # (batch, height, width, channels): reverse the width
             batch = np.ascontiguousarray(batch[:, :, ::-1])
-        batch_grid, batch_pooled = encoder(batch)
+        batch_grid, batch_pooled, _ = encoder(batch)
         if grid is None:
             regions = batch_grid.shape[1] * batch_grid.shape[2]
             grid = open_memmap(

@@ -10,15 +10,19 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("ai_edge_litert")
 
 
-def _small_encoder() -> keras.Model:
-    """Same contract as the real encoders: raw pixels in, [grid, pooled] out."""
+def _small_encoder(classes: int = 0) -> keras.Model:
+    """Same contract as the real encoders: raw pixels in, [grid, pooled] out, and with
+    `classes` a classifier head's logits as a third output."""
     keras.utils.set_random_seed(0)
     image = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Rescaling(1 / 128.0, offset=-1.0)(image)
     x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
     grid = keras.layers.Conv2D(256, 3, strides=2, padding="same", activation="relu")(x)
     pooled = keras.layers.GlobalAveragePooling2D()(grid)
-    return keras.Model(image, [grid, pooled])
+    outputs = [grid, pooled]
+    if classes:
+        outputs.append(keras.layers.Dense(classes)(pooled))
+    return keras.Model(image, outputs)
 
 
 def test_float16_export_is_half_the_size_and_agrees_with_keras() -> None:
@@ -40,7 +44,7 @@ def test_unknown_weight_precision_is_refused() -> None:
 def test_a_batch_runs_in_pieces_of_max_batch_with_the_same_features(monkeypatch) -> None:
     flatbuffer = export_tflite(_small_encoder(), weights="float32")
     pixels = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
-    expected_grid, expected_pooled = LiteRTEncoder(flatbuffer, max_batch=0)(pixels)
+    expected_grid, expected_pooled, _ = LiteRTEncoder(flatbuffer, max_batch=0)(pixels)
 
     pieces = LiteRTEncoder(flatbuffer, max_batch=2)
     calls: list[tuple[int, int]] = []  # (which interpreter, images)
@@ -51,9 +55,21 @@ def test_a_batch_runs_in_pieces_of_max_batch_with_the_same_features(monkeypatch)
         return original(self, batch)
 
     monkeypatch.setattr(_LiteRTModel, "__call__", counted)
-    grid, pooled = pieces(pixels)
+    grid, pooled, _ = pieces(pixels)
     np.testing.assert_allclose(grid, expected_grid, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-5, atol=1e-4)
     batched, single = id(pieces._batched), id(pieces._single)
     # The odd image out goes to the lone-image interpreter, which thus never changes shape.
     assert calls == [(batched, 2), (batched, 2), (single, 1)]
+
+
+def test_the_classifier_head_comes_out_of_the_same_call_whole_or_in_pieces() -> None:
+    model = _small_encoder(classes=10)
+    flatbuffer = export_tflite(model, weights="float32")
+    pixels = np.random.default_rng(3).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(model(pixels)[2])
+    for max_batch in (0, 2):
+        output = LiteRTEncoder(flatbuffer, max_batch=max_batch)(pixels)
+        assert output.pooled.shape == (3, 256)
+        np.testing.assert_allclose(output.class_logits, expected, rtol=1e-4, atol=1e-4)
+    assert LiteRTEncoder(export_tflite(_small_encoder(), weights="float32"))(pixels)[2] is None

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioning.runtime import EncoderOutput
 from captioning.text import PAD_ID, Vocabulary, normalize_caption
 from training.data import Split
 from training.features import Features, extract_features
@@ -20,9 +21,9 @@ class ColumnEncoder:
 
     name = "columns"
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, pixels: np.ndarray) -> EncoderOutput:
         columns = pixels[:, 0, :, 0]  # (batch, width): the red channel of the top row
-        return columns[:, None, :, None], columns
+        return EncoderOutput(columns[:, None, :, None], columns, None)
 
 
 def test_mirrored_features_are_those_of_the_flipped_photo(tmp_path) -> None:

@@ -1,0 +1,161 @@
+"""Concepts: the encoder's ImageNet classes rolled up into caption words.
+
+`concepts.json` (built by `training.concepts` from WordNet, shipped in `artifacts/`) lists,
+for each of the classifier's classes, the concepts it belongs to, most specific first
+("tabby" -> cat, mammal). A concept's probability is the sum of its classes' probabilities,
+so 120 dog breeds of 0.5% each still make a confident "dog". Serving needs no WordNet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONCEPTS_FORMAT = "captioner-concepts/1"
+# A concept is reported as a tag, and named in the caption, from this probability on. Tuned
+# on the shared sets: at 0.4 the open-world photos gain most while Flickr8k dev CIDEr holds
+# (docs/experiments.md).
+DEFAULT_CONCEPT_THRESHOLD = 0.4
+
+
+@dataclass(frozen=True)
+class Tag:
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ConceptTable:
+    class_ids: tuple[str, ...]  # the classifier's classes, in its output order (wnids)
+    class_concepts: tuple[tuple[int, ...], ...]  # per class: concept indices, specific first
+    words: tuple[str, ...]  # per concept: its caption word
+    wnids: tuple[str, ...]  # per concept: its WordNet synset
+    stand_ins: tuple[str, ...]  # per concept: the vocabulary word decoded in its place
+    plurals: tuple[str, ...]  # per concept: its word in the plural
+    stand_in_plurals: tuple[str | None, ...]  # the stand-in's plural, if the vocabulary has it
+    synonyms: tuple[tuple[str, ...], ...]  # per concept: its other lemmas ("bike", "cycle")
+
+    def __post_init__(self) -> None:
+        if len(self.class_concepts) != len(self.class_ids):
+            raise ValueError("concepts.json: one concept list per class is required")
+        count = len(self.words)
+        lengths = {len(self.wnids), len(self.stand_ins), len(self.plurals), len(self.synonyms)}
+        if lengths | {len(self.stand_in_plurals)} != {count}:
+            raise ValueError("concepts.json: the concepts' fields differ in length")
+        if any(not 0 <= i < count for found in self.class_concepts for i in found):
+            raise ValueError("concepts.json: a class names a concept that does not exist")
+        membership = np.zeros((len(self.class_ids), count), np.float32)
+        # How many classes each concept covers: fewer is more specific.
+        for index, found in enumerate(self.class_concepts):
+            membership[index, list(found)] = 1.0
+        object.__setattr__(self, "_membership", membership)
+        object.__setattr__(self, "_breadth", membership.sum(axis=0))
+        related: list[set[int]] = [set() for _ in range(count)]
+        for found in self.class_concepts:
+            for index in found:
+                related[index].update(found)
+        object.__setattr__(self, "_related", tuple(frozenset(r) for r in related))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    def concept_probabilities(self, class_probabilities: np.ndarray) -> np.ndarray:
+        """(batch, classes) softmax outputs -> (batch, concepts) rolled-up probabilities."""
+        return np.asarray(class_probabilities, np.float32) @ self._membership
+
+    def tags(self, concept_probabilities: np.ndarray, threshold: float) -> list[Tag]:
+        """One image's concepts at or above `threshold`, most likely first, one per word."""
+        order = np.argsort(-concept_probabilities, kind="stable")
+        tags: dict[str, Tag] = {}
+        for index in order:
+            probability = float(concept_probabilities[index])
+            if probability < threshold:
+                break
+            tags.setdefault(self.words[index], Tag(self.words[index], round(probability, 4)))
+        return list(tags.values())
+
+    def subject(self, concept_probabilities: np.ndarray, threshold: float) -> int | None:
+        """The most specific concept at or above `threshold` (None: none is confident)."""
+        confident = np.flatnonzero(concept_probabilities >= threshold)
+        if not len(confident):
+            return None
+        return int(min(confident, key=lambda i: (self._breadth[i], -concept_probabilities[i])))
+
+    def related(self, index: int) -> frozenset[int]:
+        """The concept and those that share a class with it, more general or more specific:
+        what names the same thing in other words ("dog" for "terrier", "bike" for "vehicle")."""
+        return self._related[index]  # type: ignore[attr-defined]
+
+    def to_plain(self) -> dict:
+        return {
+            "format": CONCEPTS_FORMAT,
+            "classes": [
+                {"id": wnid, "concepts": list(found)}
+                for wnid, found in zip(self.class_ids, self.class_concepts, strict=True)
+            ],
+            "concepts": [
+                {
+                    "word": word,
+                    "plural": plural,
+                    "wnid": wnid,
+                    "stand_in": stand_in,
+                    "stand_in_plural": stand_in_plural,
+                    "synonyms": list(synonyms),
+                }
+                for word, plural, wnid, stand_in, stand_in_plural, synonyms in zip(
+                    self.words,
+                    self.plurals,
+                    self.wnids,
+                    self.stand_ins,
+                    self.stand_in_plurals,
+                    self.synonyms,
+                    strict=True,
+                )
+            ],
+        }
+
+    @classmethod
+    def from_plain(cls, data: object) -> ConceptTable:
+        if not isinstance(data, dict) or data.get("format") != CONCEPTS_FORMAT:
+            raise ValueError(f"concepts.json is not in the {CONCEPTS_FORMAT} format")
+        try:
+            classes, concepts = data["classes"], data["concepts"]
+            return cls(
+                class_ids=tuple(str(c["id"]) for c in classes),
+                class_concepts=tuple(tuple(int(i) for i in c["concepts"]) for c in classes),
+                words=tuple(str(c["word"]) for c in concepts),
+                wnids=tuple(str(c["wnid"]) for c in concepts),
+                stand_ins=tuple(str(c["stand_in"]) for c in concepts),
+                plurals=tuple(str(c["plural"]) for c in concepts),
+                stand_in_plurals=tuple(
+                    None if c["stand_in_plural"] is None else str(c["stand_in_plural"])
+                    for c in concepts
+                ),
+                synonyms=tuple(tuple(str(w) for w in c["synonyms"]) for c in concepts),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"concepts.json lacks a required field: {exc}") from exc
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_plain(), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ConceptTable:
+        try:
+            return cls.from_plain(json.loads(data))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"concepts.json is not valid JSON: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> ConceptTable:
+        return cls.from_json(Path(path).read_bytes())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
