@@ -7,6 +7,7 @@
       decoder.keras     the caption decoder
       decoder_step.tflite  optional: one decoding step for LiteRT, int8 weights (faster)
       tokenizer.p       the vocabulary, plain data only
+      concepts.json     optional: the encoder's ImageNet classes as caption words (tags)
 
 Files are written to a temporary name and renamed, and the manifest (which holds the hashes)
 is written last, so a crash while saving leaves a bundle the loader refuses instead of a
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from captioning.concepts import ConceptTable
 from captioning.keras_file import KerasFileError, read_layer_weights
 from captioning.text import Vocabulary
 
@@ -41,6 +43,7 @@ ENCODER_TFLITE = "encoder.tflite"
 DECODER_KERAS = "decoder.keras"
 DECODER_STEP_TFLITE = "decoder_step.tflite"
 TOKENIZER = "tokenizer.p"
+CONCEPTS = "concepts.json"
 BUNDLE_FORMAT = "captioner-artifacts/1"
 REQUIRED_FILES = (ENCODER_KERAS, DECODER_KERAS, TOKENIZER)
 
@@ -88,6 +91,7 @@ class ArtifactBundle:
     tflite_decoder_step: bytes | None = None
     # {layer name: weights} read from decoder.keras without Keras; None when `decoder` is set.
     decoder_layers: dict[str, list[np.ndarray]] | None = None
+    concepts: ConceptTable | None = None
 
     def save(self, directory: Path) -> dict:
         """Write every file atomically, then the manifest with their hashes; returns it."""
@@ -99,6 +103,7 @@ class ArtifactBundle:
         for name, content in (
             (ENCODER_TFLITE, self.tflite_encoder),
             (DECODER_STEP_TFLITE, self.tflite_decoder_step),
+            (CONCEPTS, self.concepts.to_json() if self.concepts is not None else None),
         ):
             if content is not None:
                 atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
@@ -114,13 +119,20 @@ class ArtifactBundle:
         return manifest
 
 
-def add_files(directory: Path, files: dict[str, bytes]) -> dict:
-    """Write (or replace) files in a saved bundle and record their hashes in its manifest,
-    leaving every other file byte for byte as it was; returns the new manifest."""
+def add_files(
+    directory: Path,
+    files: dict[str, bytes | Callable[[Path], None]],
+    manifest_updates: dict | None = None,
+) -> dict:
+    """Write (or replace) files in a saved bundle - bytes, or a function writing the file at
+    the path it is given - and record their hashes in its manifest, with `manifest_updates`
+    merged into it, leaving every other file byte for byte as it was; returns the manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory)
+    manifest.update(manifest_updates or {})
     for name, content in files.items():
-        atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
+        write = content if callable(content) else lambda p, c=content: p.write_bytes(c)
+        atomic_write(directory / name, write)
         manifest["files"][name] = _file_record(directory / name)
     write_json(directory / MANIFEST, manifest)
     logger.info("added %s to %s", ", ".join(files), directory)
@@ -191,15 +203,29 @@ def load_bundle(
         )
     tflite = _optional_file(directory, manifest, ENCODER_TFLITE) if load_tflite else None
     step = _optional_file(directory, manifest, DECODER_STEP_TFLITE) if load_tflite else None
+    concepts = _load_concepts(directory, manifest)
     encoder = _load_keras(directory / ENCODER_KERAS) if keras_encoder or tflite is None else None
     if keras_decoder:
         decoder = _load_keras(directory / DECODER_KERAS)
-        return ArtifactBundle(encoder, decoder, vocabulary, manifest, tflite, step)
+        return ArtifactBundle(
+            encoder, decoder, vocabulary, manifest, tflite, step, concepts=concepts
+        )
     try:
         layers = read_layer_weights(directory / DECODER_KERAS)
     except KerasFileError as exc:
         raise ArtifactError(str(exc)) from exc
-    return ArtifactBundle(encoder, None, vocabulary, manifest, tflite, step, decoder_layers=layers)
+    return ArtifactBundle(
+        encoder, None, vocabulary, manifest, tflite, step, decoder_layers=layers, concepts=concepts
+    )
+
+
+def _load_concepts(directory: Path, manifest: dict) -> ConceptTable | None:
+    if CONCEPTS not in manifest.get("files", {}):
+        return None
+    try:
+        return ConceptTable.load(directory / CONCEPTS)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{directory / CONCEPTS}: {exc}") from exc
 
 
 def _optional_file(directory: Path, manifest: dict, name: str) -> bytes | None:

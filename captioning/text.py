@@ -59,6 +59,9 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.words)
 
+    def __contains__(self, word: object) -> bool:
+        return word in self._index  # type: ignore[attr-defined]
+
     def id_of(self, word: str) -> int:
         return self._index.get(word, UNKNOWN_ID)  # type: ignore[attr-defined]
 

