@@ -500,3 +500,125 @@ def _collect_beams(
         hypotheses.sort(key=lambda hyp: -hyp.score)
         results.append(hypotheses[:num_results])
     return results
+
+
+def constrained_beam_search(
+    weights: DecoderWeights,
+    grid: np.ndarray,
+    pooled: np.ndarray,
+    required: Sequence[Sequence[int]],
+    beam_size: int,
+    max_length: int,
+    num_results: int = 1,
+    length_penalty: float = 0.5,
+    return_attention: bool = False,
+    no_repeat_ngram: int = 0,
+    runtime: StepRuntime | None = None,
+) -> list[list[Hypothesis]]:
+    """Beam search whose captions must contain one of the words `required[i]` for image i
+    (a word and its plural, say).
+
+    Constrained beam search (Anderson et al. 2017) with one such word: each image keeps two beams
+    of `beam_size`, one of captions that do not have the word yet and one of captions that
+    have it. A caption without it may not end; one that writes it moves to the second beam,
+    where the search goes on as usual. The results come from the second beam only. The
+    search ends when the second beam has finished and no caption still without the word can
+    beat it (log-probabilities only fall), or at the length limit.
+    """
+    if beam_size < 1 or not 1 <= num_results <= beam_size:
+        raise ValueError("need beam_size >= 1 and 1 <= num_results <= beam_size")
+    batch, vocab, width = len(pooled), weights.logits[1].shape[0], 2 * beam_size
+    if len(required) != batch or not all(required):
+        raise ValueError("every image needs at least one required word")
+    stepper = _Stepper(weights, grid, pooled, runtime)
+    rows = batch * width
+    first_row = np.repeat(np.arange(batch) * width, width)
+    h = np.repeat(stepper.h0, width, axis=0)
+    c = np.repeat(stepper.c0, width, axis=0)
+    tokens = np.full(rows, START_ID, dtype=np.int64)
+    beam_log_prob = np.full(rows, -np.inf)
+    beam_log_prob[::width] = 0.0  # the first caption-without-the-word of each image
+    lengths = np.zeros(rows, np.int64)
+    finished = np.zeros(rows, bool)
+    history = np.zeros((rows, 0), np.int64)
+    maps = np.zeros((rows, 0, stepper.keys.shape[1]), np.float32)
+    finished_row64 = stepper.finished_row
+    # The required words as an (images, S) array, padded with the first word but masked out.
+    widest = max(len(words) for words in required)
+    word_of = np.array([[*w, *[w[0]] * (widest - len(w))] for w in required], np.int64)
+    allowed = np.array([[True] * len(w) + [False] * (widest - len(w)) for w in required])
+    active = np.arange(batch)
+    results: list[_FinishedBeams | None] = [None] * batch
+
+    for step in range(max_length + 1):
+        log_probs, h, c, attention = stepper.step(tokens, h, c, width)
+        log_probs = log_probs.astype(np.float64)
+        if step == max_length:
+            log_probs = _only_end(log_probs)
+        elif no_repeat_ngram and step >= no_repeat_ngram - 1:
+            _block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        log_probs[finished] = finished_row64
+        images = len(active)
+        candidates = (beam_log_prob[:, None] + log_probs).reshape(images, width, vocab)
+        without, with_word = candidates[:, :beam_size], candidates[:, beam_size:]
+        image_index = np.arange(images)[:, None]
+        # (images, K, S): a caption without the word writes one of them now.
+        entering = np.take_along_axis(without, word_of[:, None, :].repeat(beam_size, 1), 2)
+        entering = np.where(allowed[:, None, :], entering, -np.inf)
+        staying = without.copy()
+        staying[image_index, :, word_of] = -np.inf
+        staying[:, :, END_ID] = -np.inf  # a caption may not end without the word
+        pool = np.concatenate([with_word.reshape(images, -1), entering.reshape(images, -1)], 1)
+        keep_without = _top(staying.reshape(images, -1), beam_size)
+        keep_with = _top(pool, beam_size)
+        scores_without = np.take_along_axis(staying.reshape(images, -1), keep_without, 1)
+        scores_with = np.take_along_axis(pool, keep_with, 1)
+        # Parents (beam index within the image's 2K rows) and words of the new beams.
+        parent_without, word_without = keep_without // vocab, keep_without % vocab
+        from_pool = keep_with < beam_size * vocab
+        entered = np.maximum(keep_with - beam_size * vocab, 0)  # index into (K, S)
+        parent_with = np.where(from_pool, beam_size + keep_with // vocab, entered // widest)
+        word_with = np.where(
+            from_pool, keep_with % vocab, np.take_along_axis(word_of, entered % widest, 1)
+        )
+        parent = first_row + np.concatenate([parent_without, parent_with], axis=1).reshape(-1)
+        word = np.concatenate([word_without, word_with], axis=1).reshape(-1)
+        beam_log_prob = np.concatenate([scores_without, scores_with], axis=1).reshape(-1)
+        was_finished = finished[parent]
+        lengths = lengths[parent] + ~was_finished
+        finished = was_finished | (word == END_ID)
+        history = np.concatenate([history[parent], word[:, None]], axis=1)
+        if return_attention:
+            maps = np.concatenate([maps[parent], attention[parent, None]], axis=1)
+        h, c, tokens = h[parent], c[parent], word
+        grouped = finished.reshape(images, width)[:, beam_size:]
+        best_without = beam_log_prob.reshape(images, width)[:, :beam_size].max(axis=1)
+        worst_with = beam_log_prob.reshape(images, width)[:, beam_size:].min(axis=1)
+        done = (grouped.all(axis=1) & (best_without < worst_with)) | (step == max_length)
+        if not done.any():
+            continue
+        for index in np.flatnonzero(done):
+            beams = slice(index * width + beam_size, (index + 1) * width)
+            results[active[index]] = _FinishedBeams(
+                history[beams], maps[beams], beam_log_prob[beams], lengths[beams]
+            )
+        keep = np.flatnonzero(~done)
+        if not len(keep):
+            break
+        kept_rows = (keep[:, None] * width + np.arange(width)).reshape(-1)
+        h, c, tokens, finished = h[kept_rows], c[kept_rows], tokens[kept_rows], finished[kept_rows]
+        beam_log_prob, lengths = beam_log_prob[kept_rows], lengths[kept_rows]
+        history, maps = history[kept_rows], maps[kept_rows]
+        active, word_of, allowed = active[keep], word_of[keep], allowed[keep]
+        stepper.keep_images(keep)
+        first_row = first_row[: len(kept_rows)]
+    return _collect_beams(
+        cast(list[_FinishedBeams], results), num_results, length_penalty, return_attention
+    )
+
+
+def _top(candidates: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries of each row, largest first."""
+    top = np.argpartition(-candidates, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(candidates, top, 1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, 1)

@@ -12,7 +12,14 @@ import numpy as np
 from PIL import Image
 
 from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
-from captioning.decoding import DecoderWeights, Hypothesis, beam_search, greedy_decode
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
+from captioning.decoding import (
+    DecoderWeights,
+    Hypothesis,
+    beam_search,
+    constrained_beam_search,
+    greedy_decode,
+)
 from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
     EncoderRuntime,
@@ -40,6 +47,9 @@ class DecodeOptions:
     return_attention: bool = False
     length_penalty: float | None = None  # None: the manifest's; score = log_prob / len**penalty
     no_repeat_ngram: int | None = None  # None: the manifest's; 0 allows repeated n-grams
+    # Name the photo's most specific confident concept in the caption (when the model has
+    # concepts); False gives the captions of the decoder alone.
+    concepts: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
@@ -54,12 +64,25 @@ class DecodeOptions:
 class EncodedImages:
     grid: np.ndarray  # (batch, regions, channels) float32
     pooled: np.ndarray  # (batch, channels) float32
+    concepts: np.ndarray | None = None  # (batch, concepts) probabilities; None without them
 
     def __len__(self) -> int:
         return len(self.pooled)
 
     def __getitem__(self, index: slice | np.ndarray | list[int]) -> EncodedImages:
-        return EncodedImages(self.grid[index], self.pooled[index])
+        concepts = None if self.concepts is None else self.concepts[index]
+        return EncodedImages(self.grid[index], self.pooled[index], concepts)
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """The concept a caption is made to name, and how. The decoder writes one of the
+    `written` tokens (the concept's word or a stand-in it knows, singular or plural), and
+    the caption shows the concept's word in its place. A caption that already has one of the
+    `named` tokens (the concept or a broader one, as words: "dog" for a terrier) is kept."""
+
+    written: dict[int, str]  # token -> the words shown in its place
+    named: frozenset[int]
 
 
 class CaptionPredictor:
@@ -107,6 +130,12 @@ class CaptionPredictor:
         self.decoder_step: LiteRTDecoderStep | None = make_decoder_step(
             bundle.tflite_decoder_step, decoder_runtime
         )
+        self.concepts: ConceptTable | None = bundle.concepts
+        self.concept_threshold = float(
+            self.manifest.get("concepts", {}).get("threshold", DEFAULT_CONCEPT_THRESHOLD)
+        )
+        self._check_concepts(bundle.concepts)
+        self._subject_cache: dict[int, _Subject] = {}
         logger.info(
             "model %s: %s encoder via %s, decoder via %s, vocabulary %d",
             self.model_id,
@@ -115,6 +144,31 @@ class CaptionPredictor:
             self.decoder_runtime,
             len(self.vocabulary),
         )
+
+    def _check_concepts(self, concepts: ConceptTable | None) -> None:
+        if concepts is None:
+            return
+        stand_ins = {*concepts.stand_ins, *(w for w in concepts.stand_in_plurals if w)}
+        unknown = sorted(w for w in stand_ins if w not in self.vocabulary)
+        if unknown:
+            raise ArtifactError(f"concepts.json: stand-in words not in tokenizer.p: {unknown[:5]}")
+
+    def _subject(self, index: int) -> _Subject:
+        if index not in self._subject_cache:
+            table = self.concepts
+            assert table is not None
+            written = {self.vocabulary.id_of(table.stand_ins[index]): table.words[index]}
+            if table.stand_in_plurals[index]:
+                plural_id = self.vocabulary.id_of(table.stand_in_plurals[index])
+                written[plural_id] = table.plurals[index]
+            named = {
+                self.vocabulary.id_of(word)
+                for concept in table.related(index)
+                for word in (table.words[concept], table.plurals[concept], *table.synonyms[concept])
+                if word in self.vocabulary
+            }
+            self._subject_cache[index] = _Subject(written, frozenset(named))
+        return self._subject_cache[index]
 
     @property
     def decoder_runtime(self) -> str:
@@ -160,8 +214,34 @@ class CaptionPredictor:
         return to_model_batch(images, self.input_size)
 
     def encode(self, pixels: np.ndarray) -> EncodedImages:
-        grid, pooled = self.encoder(pixels)
-        return EncodedImages(grid.reshape(len(grid), -1, grid.shape[-1]), pooled)
+        grid, pooled, class_logits = self.encoder(pixels)
+        concepts = None
+        if self.concepts is not None and class_logits is not None:
+            if class_logits.shape[1] != self.concepts.num_classes:
+                raise ArtifactError(
+                    f"the encoder has {class_logits.shape[1]} classes, "
+                    f"concepts.json {self.concepts.num_classes}"
+                )
+            concepts = self.concepts.concept_probabilities(softmax(class_logits))
+        return EncodedImages(grid.reshape(len(grid), -1, grid.shape[-1]), pooled, concepts)
+
+    def tags(self, encoded: EncodedImages) -> list[tuple[Tag, ...]]:
+        """Each image's tags: its concepts at or above the threshold, most likely first."""
+        if encoded.concepts is None or self.concepts is None:
+            return [() for _ in range(len(encoded))]
+        return [
+            tuple(self.concepts.tags(probabilities, self.concept_threshold))
+            for probabilities in encoded.concepts
+        ]
+
+    def _subjects(self, encoded: EncodedImages) -> list[_Subject | None]:
+        if encoded.concepts is None or self.concepts is None:
+            return [None] * len(encoded)
+        subjects: list[_Subject | None] = []
+        for probabilities in encoded.concepts:
+            index = self.concepts.subject(probabilities, self.concept_threshold)
+            subjects.append(None if index is None else self._subject(index))
+        return subjects
 
     def decoding_settings(self, options: DecodeOptions) -> tuple[float, int]:
         """The length penalty and no-repeat n-gram size `options` decode with."""
@@ -170,7 +250,39 @@ class CaptionPredictor:
         return penalty, ngram
 
     def generate(self, encoded: EncodedImages, options: DecodeOptions) -> list[tuple[Caption, ...]]:
-        """n-best captions for each encoded image, best first."""
+        """n-best captions for each encoded image, best first.
+
+        With `options.concepts`, an image whose caption does not name its most specific
+        confident concept is decoded again, constrained to name it."""
+        hypotheses = self._decode(encoded, options)
+        subjects = self._subjects(encoded) if options.concepts else [None] * len(encoded)
+        for index, subject in enumerate(subjects):
+            if subject is not None and subject.named.intersection(hypotheses[index][0].token_ids):
+                subjects[index] = None  # the decoder named it already, in its own words
+        missing = [
+            index
+            for index, subject in enumerate(subjects)
+            if subject is not None
+            and not subject.written.keys() & set(hypotheses[index][0].token_ids)
+        ]
+        if missing:
+            max_length = min(options.max_length or self.max_length, self.max_length)
+            penalty, ngram = self.decoding_settings(options)
+            chosen = encoded[missing]
+            constrained = constrained_beam_search(
+                self.weights, chosen.grid, chosen.pooled,
+                [list(subjects[i].written) for i in missing],  # type: ignore[union-attr]
+                options.beam_size, max_length, options.num_captions, penalty,
+                options.return_attention, ngram, self.decoder_step,
+            )  # fmt: skip
+            for index, found in zip(missing, constrained, strict=True):
+                hypotheses[index] = found
+        return [
+            tuple(self._to_caption(h, subject) for h in per_image)
+            for per_image, subject in zip(hypotheses, subjects, strict=True)
+        ]
+
+    def _decode(self, encoded: EncodedImages, options: DecodeOptions) -> list[list[Hypothesis]]:
         max_length = min(options.max_length or self.max_length, self.max_length)
         penalty, ngram = self.decoding_settings(options)
         if options.beam_size == 1:
@@ -187,7 +299,7 @@ class CaptionPredictor:
                 options.num_captions, penalty, options.return_attention, ngram,
                 self.decoder_step,
             )  # fmt: skip
-        return [tuple(self._to_caption(h) for h in per_image) for per_image in hypotheses]
+        return hypotheses
 
     def caption_images(
         self, images: Sequence[Image.Image], options: DecodeOptions | None = None
@@ -200,16 +312,27 @@ class CaptionPredictor:
         encoded = self.encode(pixels)
         encoded_at = time.perf_counter()
         captions = self.generate(encoded, options)
+        tags = self.tags(encoded)
         finished = time.perf_counter()
         timings = {
             "preprocess": (preprocessed - started) * 1000,
             "encode": (encoded_at - preprocessed) * 1000,
             "generate": (finished - encoded_at) * 1000,
         }
-        return [CaptionResult(per_image, dict(timings)) for per_image in captions]
+        return [
+            CaptionResult(per_image, dict(timings), image_tags)
+            for per_image, image_tags in zip(captions, tags, strict=True)
+        ]
 
-    def _to_caption(self, hypothesis: Hypothesis) -> Caption:
+    def _to_caption(self, hypothesis: Hypothesis, subject: _Subject | None = None) -> Caption:
         words = tuple(self.vocabulary.decode(hypothesis.token_ids))
+        if subject is not None:
+            position = next(
+                (i for i, t in enumerate(hypothesis.token_ids) if t in subject.written), None
+            )
+            if position is not None:
+                shown = subject.written[hypothesis.token_ids[position]]
+                words = name_subject(words, position, shown)
         attention = None
         if hypothesis.attention is not None:
             attention = hypothesis.attention.reshape(-1, self.grid_size, self.grid_size)
@@ -220,3 +343,34 @@ class CaptionPredictor:
             score=hypothesis.score,
             attention=attention,
         )
+
+
+_AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "once")
+_SILENT_H = ("hour", "honest", "honor", "honour", "heir")
+
+
+def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str, ...]:
+    """The caption with `word` at `position` (where the decoder wrote its stand-in), and the
+    article before it agreeing ("a animal" -> "an axolotl", "an animal" -> "a zebra")."""
+    named = list(words)
+    parts = word.split(" ")
+    # "soccer" + "ball" -> "soccer ball", not "soccer soccer ball".
+    lead = next(
+        (
+            k
+            for k in range(len(parts) - 1, 0, -1)
+            if named[max(position - k, 0) : position] == parts[:k]
+        ),
+        0,
+    )
+    named[position - lead : position + 1] = [word]
+    position -= lead
+    if position > 0 and named[position - 1] in ("a", "an"):
+        named[position - 1] = "an" if _takes_an(word) else "a"
+    return tuple(named)
+
+
+def _takes_an(word: str) -> bool:
+    if word.startswith(_SILENT_H):
+        return True
+    return word[:1] in "aeiou" and not word.startswith(_AN_EXCEPTIONS)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from captioning.concepts import Tag
+
 
 @dataclass(frozen=True)
 class Caption:
@@ -25,6 +27,8 @@ class CaptionResult:
 
     captions: tuple[Caption, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The image's concepts at or above the model's threshold, most likely first.
+    tags: tuple[Tag, ...] = ()
 
     @property
     def best(self) -> Caption:
