@@ -134,6 +134,37 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
     caption.add_argument("--beam-size", type=int, default=3)
+    for command in (evaluate, caption):
+        command.add_argument(
+            "--no-concepts",
+            action="store_true",
+            help="captions of the decoder alone, not made to name the photo's concepts",
+        )
+
+    open_world = commands.add_parser(
+        "evaluate-open",
+        help="share of photos named nXXXXXXXX_label.ext whose caption names the subject",
+    )
+    open_world.add_argument(
+        "path", type=Path, help="folder, e.g. ../shared/openworld/imagenet-sample"
+    )
+    open_world.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    open_world.add_argument("--output", type=Path, default=Path("work/eval-open"))
+    open_world.add_argument("--beam-size", type=int, default=3)
+    open_world.add_argument("--no-concepts", action="store_true")
+    for command in (evaluate, open_world):
+        command.add_argument(
+            "--concept-threshold", type=float, default=None, help="default: the manifest's"
+        )
+    open_world.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+
+    concepts = commands.add_parser(
+        "add-concepts",
+        help="give an artifacts folder the encoder's ImageNet head and concepts.json",
+    )
+    concepts.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    concepts.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    concepts.add_argument("--threshold", type=float, default=None, help="tag/caption threshold")
     return parser
 
 
@@ -210,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             predictor = CaptionPredictor.from_artifacts(
                 args.artifacts, decoder_runtime=args.decoder_runtime
             )
+            if args.concept_threshold is not None:
+                predictor.concept_threshold = args.concept_threshold
             summary = evaluate_split(
                 predictor,
                 args.data,
@@ -218,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     beam_size=args.beam_size,
                     length_penalty=args.length_penalty,
                     no_repeat_ngram=args.no_repeat_ngram,
+                    concepts=not args.no_concepts,
                 ),
                 args.output,
                 args.limit,
@@ -246,13 +280,31 @@ def main(argv: list[str] | None = None) -> int:
                 DECODER_STEP_TFLITE: export_decoder_step(DecoderWeights.from_model(bundle.decoder)),
             }
             add_files(args.artifacts, exports)
+        elif args.command == "evaluate-open":
+            from training.open_world import evaluate_open_world
+            from training.wordnet import WordNet
+
+            predictor = CaptionPredictor.from_artifacts(args.artifacts)
+            if args.concept_threshold is not None:
+                predictor.concept_threshold = args.concept_threshold
+            options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
+            summary = evaluate_open_world(
+                predictor, args.path, options, args.output, WordNet.load(args.wordnet)
+            )
+            print(json.dumps(summary, indent=2))
+        elif args.command == "add-concepts":
+            from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
+            from training.concepts import add_concepts
+
+            threshold = DEFAULT_CONCEPT_THRESHOLD if args.threshold is None else args.threshold
+            manifest = add_concepts(args.artifacts, args.wordnet, threshold)
+            print(json.dumps(manifest["concepts"], indent=2))
         else:
             from training.evaluate import write_caption_jsonl
 
             predictor = CaptionPredictor.from_artifacts(args.artifacts)
-            write_caption_jsonl(
-                predictor, args.paths, args.output, DecodeOptions(beam_size=args.beam_size)
-            )
+            options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
+            write_caption_jsonl(predictor, args.paths, args.output, options)
     except (ArtifactError, DatasetError, FileNotFoundError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

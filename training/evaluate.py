@@ -74,7 +74,8 @@ def expand_paths(inputs: Sequence[Path]) -> list[Path]:
 def write_caption_jsonl(
     predictor: CaptionPredictor, inputs: Sequence[Path], output: Path, options: DecodeOptions
 ) -> int:
-    """{"image", "caption", "score"} per line (score: the caption's log-probability)."""
+    """{"image", "caption", "score", "tags"} per line (score: the caption's log-probability;
+    tags: the image's confident concepts, most likely first)."""
     paths = expand_paths(inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -93,6 +94,7 @@ def write_caption_jsonl(
                     "image": str(path),
                     "caption": result.best.text,
                     "score": result.best.log_prob,
+                    "tags": [{"word": t.word, "probability": t.probability} for t in result.tags],
                 }
             handle.write(json.dumps(record) + "\n")
     logger.info("captioned %d files into %s (%d unreadable)", len(paths), output, failures)
