@@ -42,9 +42,8 @@ class Settings(BaseSettings):
     # "auto": LiteRT (int8 weights) when the bundle has decoder_step.tflite, else NumPy (float32).
     decoder_runtime: Literal["auto", "litert", "numpy"] = "auto"
     # LiteRT encoder threads for batches (which form only under load); a lone image gets every
-    # core. 0: every core for batches too, the default since the Lite1 encoder: it is the larger
-    # share of the work, and on 2 cores concurrency 8 went from 25.6 to 30.7 images/s (1 thread
-    # was better with Lite0, 41 against 34). See captioning.runtime.LiteRTEncoder.
+    # core. 0: every core for batches too, as the encoder is the larger share of the work
+    # (docs/experiments.md).
     encoder_batch_threads: int = Field(0, ge=0)
     # Images per LiteRT encoder call; a larger batch runs in pieces of this size, which is
     # faster per image (the activations stay in the CPU caches). 0: the whole batch at once.

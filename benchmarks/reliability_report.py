@@ -154,9 +154,9 @@ def render(
         resume = results["training_kill_resume"]
         lines += [
             "**Training killed mid-epoch.** `python -m training train` on the generated 18-image "
-            "dataset (tiny settings, random encoder weights), SIGKILL as soon as "
-            "`work/checkpoints/train_state.json` recorded epoch 2, then `--resume` for one more "
-            "epoch than had finished.",
+            "dataset (tiny settings, random encoder weights), SIGKILL as soon as the work "
+            "folder's `checkpoints/train_state.json` recorded epoch 2, then `--resume` for one "
+            "more epoch than had finished.",
             "",
             f"- Killed (exit {resume['killed_exit_code']}) after epoch "
             f"{resume['finished_before_kill']}; resumed run exit {resume['resumed_exit_code']}; "

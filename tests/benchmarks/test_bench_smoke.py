@@ -120,7 +120,6 @@ def test_time_calls_counts_calls_and_excludes_warmup():
     calls = []
     samples = time_calls(lambda: calls.append(1), calls=4, warmup=2)
     assert len(samples) == 4 and len(calls) == 6
-    assert all(s >= 0 for s in samples)
 
 
 def test_interleaved_runs_cases_in_turn():

@@ -15,7 +15,6 @@ from captioning.text import END_ID, PAD_ID
 from tests.support.fixtures import tiny_examples
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("ai_edge_litert")
 
 
 @pytest.fixture(scope="module")

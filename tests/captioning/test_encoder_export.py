@@ -7,7 +7,6 @@ import pytest
 from captioning.runtime import LiteRTEncoder, _LiteRTModel, export_tflite
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("ai_edge_litert")
 
 
 def _small_encoder(classes: int = 0) -> keras.Model:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.app.conftest import FakePredictor
+from tests.support.predictors import FakePredictor
 
 API_ROUTES = ("/health", "/ready", "/model", "/metrics", "/caption", "/captions")
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from app.config import Settings
 from app.main import create_app
 from benchmarks.reliability_contract import CONTRACT_CHECKS, load_schema
-from tests.app.conftest import FakePredictor
+from tests.support.predictors import FakePredictor
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -23,7 +23,7 @@ from benchmarks.reliability_images import (
     seed_images,
 )
 from captioning.images import decode_image
-from tests.app.conftest import FakePredictor
+from tests.support.predictors import FakePredictor
 
 # Generous for a busy 2-core CI machine: the seeds are tiny, so real decodes take milliseconds.
 MAX_DECODE_S = 2.0

@@ -27,7 +27,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from tests.app.conftest import FakePredictor
+from tests.support.predictors import FakePredictor
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("app", "captioning", "training", "benchmarks")

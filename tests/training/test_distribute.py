@@ -21,7 +21,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tests.support.fixtures import write_flickr8k
-from training.train import TrainConfig, train
+from training.config import TrainConfig
+from training.train import train
 
 base = Path(sys.argv[1])
 write_flickr8k(base / "data")

@@ -9,9 +9,9 @@ from PIL import Image
 
 from captioning.runtime import EncoderOutput
 from captioning.text import PAD_ID, Vocabulary, normalize_caption
+from training.batches import CaptionBatches, MirroredImages, encode_captions, mirror_captions
 from training.data import Split
 from training.features import Features, extract_features
-from training.train import CaptionBatches, MirroredImages, encode_captions, mirror_captions
 
 SIZE = 8
 

@@ -3,7 +3,6 @@ in the training pipeline (checkpointed, resumable, recorded in the manifest)."""
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 
@@ -137,7 +136,8 @@ def _per_word_log_probs(model, grid, pooled, targets) -> np.ndarray:
 
 
 def test_pipeline_runs_self_critical_epochs_and_resumes_them(tiny_training_run, tmp_path):
-    from training.train import SELF_CRITICAL_AVERAGE_FILE, SELF_CRITICAL_FILE, STATE_FILE, train
+    from training.state import SELF_CRITICAL_AVERAGE_FILE, SELF_CRITICAL_FILE, TrainState
+    from training.train import train
 
     config, _ = tiny_training_run
     work = tmp_path / "work"
@@ -156,8 +156,8 @@ def test_pipeline_runs_self_critical_epochs_and_resumes_them(tiny_training_run, 
     assert phases == ["cross-entropy", "cross-entropy", "self-critical"]
     assert manifest["training"]["self_critical_epochs_run"] == 1
     assert (work / "checkpoints" / SELF_CRITICAL_FILE).is_file()
-    state = json.loads((work / "checkpoints" / STATE_FILE).read_text())
-    assert state["phase"] == "self-critical" and state["sc_epochs"] == 1
+    state = TrainState.load(work / "checkpoints")
+    assert state.in_self_critical and state.self_critical_epochs == 1
     average_file = work / "checkpoints" / SELF_CRITICAL_AVERAGE_FILE
     with np.load(average_file) as stored:  # the averaged weights, one update per batch
         updates_after_one_epoch = int(stored["updates"])

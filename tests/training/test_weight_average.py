@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from training.train import WeightAverage
+from training.callbacks import WeightAverage
 
 
 def _model() -> keras.Model:

@@ -1,0 +1,119 @@
+"""The run's output: the encoder's LiteRT export, the manifest, and the artifacts folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import captioning
+from captioning.bundle import ArtifactBundle
+from captioning.decoder import DecoderConfig, build_decoder
+from captioning.decoding import DecoderWeights
+from captioning.encoders import EncoderSpec
+from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
+from captioning.runtime import export_decoder_step, export_tflite
+from captioning.text import Vocabulary
+from training.config import TrainConfig
+from training.data import Flickr8k, Split
+from training.features import Features
+from training.metrics import score_captions
+
+logger = logging.getLogger(__name__)
+
+# The configuration's fields that are paths on the training machine, left out of the manifest.
+LOCAL_FIELDS = ("data_dir", "artifacts_dir", "work_dir", "extra")
+
+
+def export_encoder(config: TrainConfig, encoder: keras.Model) -> bytes | None:
+    """The encoder's LiteRT export, made before the features so that they come from it."""
+    if not config.export_tflite:
+        return None
+    try:
+        return export_tflite(encoder)
+    except Exception:  # the Keras model stays usable on its own
+        logger.exception("LiteRT export failed; the service will encode with TensorFlow")
+        return None
+
+
+def export_artifacts(
+    config: TrainConfig,
+    encoder: keras.Model,
+    encoder_tflite: bytes | None,
+    decoder: keras.Model,
+    decoder_config: DecoderConfig,
+    vocabulary: Vocabulary,
+    manifest: dict,
+    dev: Split,
+    dev_features: Features,
+) -> dict:
+    """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
+    serving_decoder = build_decoder(decoder_config)
+    serving_decoder.set_weights(decoder.get_weights())
+    step = None
+    if config.export_tflite:
+        try:
+            step = export_decoder_step(DecoderWeights.from_model(serving_decoder))
+        except Exception:  # NumPy decodes from decoder.keras alone
+            logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
+    bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, encoder_tflite, step)
+    predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
+    encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
+    captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))
+    metrics = score_captions(dev.raw_captions, [c[0].text for c in captions], full=True)
+    manifest["metrics"] = {
+        "dev": {"beam_size": config.eval_beam_size, "images": len(dev), **metrics}
+    }
+    logger.info("dev metrics (beam %d): %s", config.eval_beam_size, metrics)
+    return bundle.save(config.artifacts_dir)
+
+
+def base_manifest(
+    config: TrainConfig,
+    spec: EncoderSpec,
+    decoder_config: DecoderConfig,
+    vocabulary: Vocabulary,
+    max_words: int,
+    dataset: Flickr8k,
+) -> dict:
+    """Everything the manifest says before training: the model's shape, data and settings."""
+    created = datetime.now(UTC)
+    return {
+        "model_id": f"{config.backbone}-attention-lstm-{created:%Y%m%d-%H%M%S}",
+        "created_at": created.isoformat(timespec="seconds"),
+        "encoder": {
+            "backbone": spec.name,
+            "weights": str(config.encoder_weights),
+            "input_size": spec.input_size,
+            "grid_size": spec.grid_size,
+            "feature_dim": spec.feature_dim,
+            "preprocessing": f"upright RGB, resized without cropping to {spec.input_size}x"
+            f"{spec.input_size} (bilinear), float pixels 0..255; normalisation inside the model",
+        },
+        "decoder": {
+            **decoder_config.to_dict(),
+            "architecture": "LSTM, state from pooled features, attention over the grid",
+            "max_length": max_words,
+            "length_penalty": config.length_penalty,
+            "no_repeat_ngram": config.no_repeat_ngram,
+            "default_beam_size": config.eval_beam_size,
+        },
+        "vocabulary": {"size": len(vocabulary), "min_count": config.min_word_count},
+        "dataset": {
+            "name": "Flickr8k",
+            "layout": dataset.layout,
+            "splits": dataset.split_sizes(),
+            "problems": dataset.report.summary(),
+        },
+        "training": {k: v for k, v in asdict(config).items() if k not in LOCAL_FIELDS},
+        "versions": {
+            "captioner": captioning.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+    }
