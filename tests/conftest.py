@@ -40,13 +40,18 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[t
 @pytest.fixture(scope="session")
 def tiny_training_run(tiny_dataset, tmp_path_factory: pytest.TempPathFactory):
     """Train the tiny captioner once per session with the real pipeline (Lite0 features too)."""
+    from tests.support.wordnet import write_wordnet
     from training.config import TrainConfig
     from training.train import train
 
     root, _ = tiny_dataset
     base = tmp_path_factory.mktemp("tiny-run")
     config = TrainConfig(
-        data_dir=root, artifacts_dir=base / "artifacts", work_dir=base / "work", **TINY_TRAINING
+        data_dir=root,
+        artifacts_dir=base / "artifacts",
+        work_dir=base / "work",
+        wordnet_dir=write_wordnet(base / "wordnet"),  # concepts.json from a small WordNet
+        **TINY_TRAINING,
     )
     logging.getLogger(__name__).info("training the tiny fixture model in %s", base)
     manifest = train(config)

@@ -12,12 +12,14 @@ import tensorflow as tf
 
 import captioning
 from captioning.bundle import ArtifactBundle
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
 from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import DecoderWeights
 from captioning.encoders import EncoderSpec
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
 from captioning.runtime import export_decoder_step, export_tflite
 from captioning.text import Vocabulary
+from training.concepts import build_for_vocabulary, concepts_manifest
 from training.config import TrainConfig
 from training.data import Flickr8k, Split
 from training.features import Features
@@ -26,7 +28,7 @@ from training.metrics import score_captions
 logger = logging.getLogger(__name__)
 
 # The configuration's fields that are paths on the training machine, left out of the manifest.
-LOCAL_FIELDS = ("data_dir", "artifacts_dir", "work_dir", "extra")
+LOCAL_FIELDS = ("data_dir", "artifacts_dir", "work_dir", "wordnet_dir", "extra")
 
 
 def export_encoder(config: TrainConfig, encoder: keras.Model) -> bytes | None:
@@ -61,6 +63,12 @@ def export_artifacts(
         except Exception:  # NumPy decodes from decoder.keras alone
             logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
     bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, encoder_tflite, step)
+    if len(encoder.outputs) > 2:  # the ImageNet head: tags and captions that name them
+        bundle.concepts = build_for_vocabulary(vocabulary, config.wordnet_dir)
+        manifest["encoder"]["classes"] = bundle.concepts.num_classes
+        manifest["concepts"] = concepts_manifest(bundle.concepts, DEFAULT_CONCEPT_THRESHOLD)
+    # Dev is scored on the cached features, by the decoder alone (no concepts); `python -m
+    # training evaluate` scores the whole service path.
     predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
     captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))

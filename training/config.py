@@ -15,6 +15,7 @@ from typing import Any
 # configuration does not import Keras: `caption` and `evaluate` serve without TensorFlow.
 DEFAULT_BACKBONE = "efficientnet_lite1"
 STRATEGIES = ("default", "mirrored", "multiworker")
+DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 # Minutes kept back from --time-budget-minutes for the LiteRT export and the final dev scoring.
 EXPORT_RESERVE_MINUTES = 3.0
 
@@ -89,6 +90,16 @@ class TrainConfig:
     resume: bool = option(False, "continue from the work folder's checkpoint")
     export_tflite: bool = option(
         True, "export the LiteRT encoder and decoder step", flag="--tflite"
+    )
+    concepts: bool = option(
+        True,
+        "ship the ImageNet encoder's classifier head and concepts.json (tags, and captions "
+        "that name them); needs an EfficientNet-Lite backbone with ImageNet weights and WordNet",
+        flag="--concepts",
+    )
+    wordnet_dir: Path = field(
+        default=DEFAULT_WORDNET_DIR,
+        metadata={"help": "WordNet 3.0's dict folder (Debian's wordnet-base)"},
     )
     max_train_images: int | None = option(None, "train on the first N images (quick experiments)")
     strategy: str = option(

@@ -66,12 +66,23 @@ class TrainingData:
     mirrored: MirroredImages | None
 
 
+def ships_concepts(config: TrainConfig) -> bool:
+    """Concepts come from the ImageNet classifier, which only the pretrained Lite models have."""
+    return (
+        config.concepts
+        and config.encoder_weights == "imagenet"
+        and config.backbone.startswith("efficientnet_lite")
+    )
+
+
 def train(config: TrainConfig) -> dict:
     """The whole pipeline from dataset folder to artifacts; returns the manifest."""
     started = time.time()
     keras.utils.set_random_seed(config.seed)
     dataset = load_dataset(config)
-    encoder = build_encoder(config.backbone, config.encoder_weights)
+    encoder = build_encoder(
+        config.backbone, config.encoder_weights, include_top=ships_concepts(config)
+    )
     encoder_tflite = export_encoder(config, encoder)
     # Features from the encoder the service will run (LiteRT when exported and installed), so
     # that training sees what serving computes.

@@ -152,3 +152,39 @@ def test_repeated_trigrams_can_be_blocked(weights, features):
     assert not any(_has_repeated_trigram(h.token_ids) for h in greedy)
     beam_one = beam_search(weights, grid, pooled, 1, 20, length_penalty=0.0, no_repeat_ngram=3)
     assert [h.token_ids for h in greedy] == [b[0].token_ids for b in beam_one]
+
+
+def test_constrained_search_always_writes_a_required_word(weights, features):
+    grid, pooled = features
+    required = [[5], [6, 7], [8], [9], [10], [11, 12]]
+    results = decoding.constrained_beam_search(
+        weights, grid, pooled, required, beam_size=3, max_length=12, num_results=3
+    )
+    for words, hypotheses in zip(required, results, strict=True):
+        assert hypotheses
+        assert all(set(words) & set(h.token_ids) for h in hypotheses)
+        assert all(np.isfinite(h.log_prob) for h in hypotheses)
+
+
+def test_constrained_search_keeps_a_best_caption_that_has_the_word(weights, features):
+    """Asking for a word the best caption already has finds that caption, or a better one."""
+    grid, pooled = features
+    free = beam_search(weights, grid, pooled, beam_size=3, max_length=12, length_penalty=0.0)
+    for image, (best,) in enumerate(free):
+        word = next(t for t in best.token_ids)
+        (constrained,) = decoding.constrained_beam_search(
+            weights, grid[image : image + 1], pooled[image : image + 1], [[word]], 3, 12,
+            length_penalty=0.0,
+        )[0][:1]  # fmt: skip
+        assert constrained.score >= best.score - 1e-9
+
+
+def test_constrained_search_is_batched_consistently(weights, features):
+    grid, pooled = features
+    required = [[5], [6], [7], [8], [9], [10]]
+    together = decoding.constrained_beam_search(weights, grid, pooled, required, 3, 12)
+    for i in range(len(pooled)):
+        alone = decoding.constrained_beam_search(
+            weights, grid[i : i + 1], pooled[i : i + 1], required[i : i + 1], 3, 12
+        )
+        assert [h.token_ids for h in alone[0]] == [h.token_ids for h in together[i]]

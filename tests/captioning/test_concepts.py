@@ -1,0 +1,58 @@
+"""Concept probabilities, tags and the subject a caption is made to name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from captioning.concepts import ConceptTable
+from captioning.predictor import name_subject
+
+# Three classes: two dog breeds and a tabby; concepts: terrier, dog, cat.
+TABLE = ConceptTable(
+    class_ids=("n1", "n2", "n3"),
+    class_concepts=((0, 1), (1,), (2,)),
+    words=("terrier", "dog", "cat"),
+    wnids=("n10", "n11", "n12"),
+    stand_ins=("dog", "dog", "cat"),
+    plurals=("terriers", "dogs", "cats"),
+    stand_in_plurals=("dogs", "dogs", "cats"),
+    synonyms=((), ("puppy", "puppies"), ()),
+)
+
+
+def test_a_concept_sums_its_classes_probabilities() -> None:
+    probabilities = TABLE.concept_probabilities(np.array([[0.3, 0.3, 0.4]]))
+    np.testing.assert_allclose(probabilities, [[0.3, 0.6, 0.4]])
+
+
+def test_tags_are_the_concepts_above_the_threshold_most_likely_first() -> None:
+    tags = TABLE.tags(np.array([0.3, 0.6, 0.4]), threshold=0.35)
+    assert [(t.word, t.probability) for t in tags] == [("dog", 0.6), ("cat", 0.4)]
+
+
+def test_the_subject_is_the_most_specific_confident_concept() -> None:
+    assert TABLE.subject(np.array([0.55, 0.6, 0.1]), 0.5) == 0  # terrier, not dog
+    assert TABLE.subject(np.array([0.3, 0.6, 0.1]), 0.5) == 1
+    assert TABLE.subject(np.array([0.1, 0.2, 0.3]), 0.5) is None
+    assert TABLE.related(0) == {0, 1}
+
+
+def test_a_table_that_names_a_missing_concept_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        ConceptTable(("n1",), ((3,),), ("dog",), ("n11",), ("dog",), ("dogs",), (None,), ((),))
+
+
+@pytest.mark.parametrize(
+    ("words", "position", "word", "expected"),
+    [
+        ("a animal in the grass", 1, "zebra", "a zebra in the grass"),
+        ("a dog in the grass", 1, "axolotl", "an axolotl in the grass"),
+        ("an animal in the grass", 1, "unicorn", "a unicorn in the grass"),
+        ("a man with a soccer ball", 5, "soccer ball", "a man with a soccer ball"),
+        ("two animals on a rock", 1, "zebras", "two zebras on a rock"),
+        ("a dog with a ball", 4, "hour glass", "a dog with an hour glass"),
+    ],
+)
+def test_the_subject_is_written_in_with_its_article(words, position, word, expected) -> None:
+    assert " ".join(name_subject(tuple(words.split()), position, word)) == expected
