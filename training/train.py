@@ -25,20 +25,17 @@ import tensorflow as tf
 
 import captioning
 from captioning.bundle import ArtifactBundle, atomic_write, write_json
-from captioning.decoder import DecoderConfig, build_decoder, masked_caption_loss
 from captioning.decoding import DecoderWeights
-from captioning.encoders import DEFAULT_ENCODER, build_encoder, get_spec
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
-from captioning.runtime import (
-    EncoderRuntime,
-    export_decoder_step,
-    export_tflite,
-    make_encoder_runtime,
-)
+from captioning.runtime import EncoderRuntime
 from captioning.text import PAD_ID, UNKNOWN_ID, Vocabulary
 from training.data import LENGTH_BUCKET, Flickr8k, Split, load_flickr8k
+from training.export import export_decoder_step, export_tflite
 from training.features import Features, cache_key, extract_features
 from training.metrics import score_captions
+from training.modeling.decoder import DecoderConfig, build_decoder, masked_caption_loss
+from training.modeling.encoders import DEFAULT_ENCODER, build_encoder, get_spec
+from training.modeling.keras_runtime import KerasEncoder, make_encoder_runtime
 from training.self_critical import SelfCriticalConfig, SelfCriticalTrainer
 
 logger = logging.getLogger(__name__)
@@ -631,7 +628,7 @@ def train(config: TrainConfig) -> dict:
 
     def make_predictor(model: keras.Model) -> CaptionPredictor:
         bundle = ArtifactBundle(encoder, model, vocabulary, manifest_base)
-        return CaptionPredictor(bundle, encoder_runtime="tensorflow")
+        return CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
 
     strategy = make_strategy(config.strategy)
     logger.info(
@@ -818,7 +815,7 @@ def export_artifacts(
         except Exception:  # NumPy decodes from decoder.keras alone
             logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
     bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, encoder_tflite, step)
-    predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
+    predictor = CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
     captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))
     metrics = score_captions(dev.raw_captions, [c[0].text for c in captions], full=True)

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from captioning.runtime import LiteRTEncoder, _LiteRTModel, export_tflite
+from captioning.runtime import LiteRTEncoder, RuntimeOptions, _LiteRTModel
+from training.export import export_tflite
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("ai_edge_litert")
 
 
 def _small_encoder() -> keras.Model:
@@ -40,9 +40,10 @@ def test_unknown_weight_precision_is_refused() -> None:
 def test_a_batch_runs_in_pieces_of_max_batch_with_the_same_features(monkeypatch) -> None:
     flatbuffer = export_tflite(_small_encoder(), weights="float32")
     pixels = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
-    expected_grid, expected_pooled = LiteRTEncoder(flatbuffer, max_batch=0)(pixels)
+    whole = LiteRTEncoder(flatbuffer, options=RuntimeOptions(encoder_max_batch=0))
+    expected_grid, expected_pooled = whole(pixels)
 
-    pieces = LiteRTEncoder(flatbuffer, max_batch=2)
+    pieces = LiteRTEncoder(flatbuffer, options=RuntimeOptions(encoder_max_batch=2))
     calls: list[tuple[int, int]] = []  # (which interpreter, images)
     original = _LiteRTModel.__call__
 
