@@ -230,11 +230,13 @@ def test_configure_logging_installs_the_chosen_format() -> None:
         root.setLevel(saved[1])
 
 
-def test_the_app_never_imports_training() -> None:
-    """The serving image ships without the training package and its heavy extras."""
+def test_serving_code_never_imports_training_or_tensorflow() -> None:
+    """The serving image ships `app` and `captioning` without the training package and its
+    extras: no import of them anywhere in that code, inside functions included."""
     import ast
 
-    for path in (REPO / "app").rglob("*.py"):
+    forbidden = ("training", "tensorflow", "keras")
+    for path in [*(REPO / "app").rglob("*.py"), *(REPO / "captioning").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -242,4 +244,5 @@ def test_the_app_never_imports_training() -> None:
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n == "training" or n.startswith("training.") for n in names), path
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path} imports {name}"
