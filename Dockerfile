@@ -4,23 +4,21 @@ FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     CAPTIONER_HOST=0.0.0.0 \
     CAPTIONER_PORT=8000 \
     CAPTIONER_ARTIFACTS_DIR=/srv/captioner/artifacts
 
 WORKDIR /srv/captioner
 
-# Dependencies first, so code changes do not reinstall TensorFlow.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, so code changes do not reinstall them: serving's list only (no TensorFlow;
+# tests/app/test_serving_install.py installs the same file and serves from it).
+COPY requirements-serve.txt ./
+RUN pip install -r requirements-serve.txt
 
-COPY README.md ./
+# Serving's code only: training/ (and its Keras side) stays out of the image. uvicorn imports
+# `app` from the working directory.
 COPY captioning captioning
 COPY app app
-COPY training training
-RUN pip install --no-deps .
 
 # The default model; mount another artifacts folder over this path to serve your own.
 COPY artifacts artifacts

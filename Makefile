@@ -6,42 +6,51 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ../shared/flickr8k
 
-.PHONY: install serve test lint format bench reliability train evaluate clean
+.PHONY: install install-dev serve test lint format bench reliability train evaluate clean
 
+# Two stamps in one virtualenv: `install` holds what serving needs (`pip install .`, no
+# TensorFlow); `install-dev` adds training and the test tools. Each re-runs only when the
+# dependency lists change, so both are idempotent.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
-# Re-runs only when pyproject.toml changes: `make install` is idempotent.
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml requirements-serve.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml requirements-serve.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
 	touch $@
 
 serve: install
 	CAPTIONER_HOST=$(HOST) CAPTIONER_PORT=$(PORT) $(BIN)/captioner-serve
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint
+test: install-dev lint
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m benchmarks
 
-reliability: install
+reliability: install-dev
 	$(BIN)/python -m benchmarks.reliability
 
-train: install
+train: install-dev
 	$(BIN)/python -m training train --data $(DATA) --artifacts artifacts --work-dir work \
 		--time-budget-minutes 45
 
-evaluate: install
+evaluate: install-dev
 	$(BIN)/python -m training evaluate --data $(DATA) --artifacts artifacts --split dev
 
 clean:

@@ -19,17 +19,13 @@ import math
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.errors import OverloadedError, ShuttingDownError
 from app.metrics import Metrics
-from captioning.predictor import DecodeOptions
+from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
 from captioning.types import Caption
-
-if TYPE_CHECKING:
-    from captioning.predictor import CaptionPredictor, EncodedImages
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from captioning.predictor import MAX_BEAM_SIZE
-from captioning.runtime import LITERT_MAX_BATCH
+from captioning.runtime import DEFAULT_RUNTIME, DecoderRuntimeName, RuntimeOptions
 
 MiB = 1024 * 1024
 
@@ -37,25 +37,33 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(0.0, ge=0)
     max_queue_size: int = Field(64, ge=1)  # images waiting for the model; beyond -> 503
 
-    # "auto": LiteRT when the bundle has encoder.tflite, else TensorFlow.
-    encoder_runtime: Literal["auto", "litert", "tensorflow"] = "auto"
+    # The model's runtimes, gathered into one `RuntimeOptions` (see it for what each means);
+    # the defaults are its own.
     # "auto": LiteRT (int8 weights) when the bundle has decoder_step.tflite, else NumPy (float32).
-    decoder_runtime: Literal["auto", "litert", "numpy"] = "auto"
+    decoder_runtime: DecoderRuntimeName = DEFAULT_RUNTIME.decoder_runtime
     # LiteRT encoder threads for batches (which form only under load); a lone image gets every
     # core. 0: every core for batches too, as the encoder is the larger share of the work
     # (docs/experiments.md).
-    encoder_batch_threads: int = Field(0, ge=0)
+    encoder_batch_threads: int = Field(DEFAULT_RUNTIME.encoder_batch_threads, ge=0)
     # Images per LiteRT encoder call; a larger batch runs in pieces of this size, which is
     # faster per image (the activations stay in the CPU caches). 0: the whole batch at once.
-    encoder_max_batch: int = Field(LITERT_MAX_BATCH, ge=0)
+    encoder_max_batch: int = Field(DEFAULT_RUNTIME.encoder_max_batch, ge=0)
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
-    blas_threads: int = Field(1, ge=1)
+    blas_threads: int = Field(DEFAULT_RUNTIME.blas_threads, ge=1)
     default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)
     # Longest a request may wait for its captions; also bounds the drain on shutdown.
     request_timeout_s: float = Field(30.0, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
+
+    def runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions(
+            decoder_runtime=self.decoder_runtime,
+            blas_threads=self.blas_threads,
+            encoder_batch_threads=self.encoder_batch_threads,
+            encoder_max_batch=self.encoder_max_batch,
+        )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -61,13 +61,7 @@ def create_app(
     """Build the app. `predictor_factory(artifacts_dir)` defaults to the real model loader."""
     settings = settings or get_settings()
     metrics = Metrics()
-    factory = predictor_factory or real_predictor_factory(
-        settings.encoder_runtime,
-        settings.blas_threads,
-        settings.decoder_runtime,
-        settings.encoder_batch_threads,
-        settings.encoder_max_batch,
-    )
+    factory = predictor_factory or real_predictor_factory(runtime=settings.runtime_options())
     service = CaptionService(settings, metrics, factory)
 
     @asynccontextmanager

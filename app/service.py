@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import numpy as np
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from app.batching import BatchOutput, MicroBatcher
 from app.config import Settings
@@ -44,16 +44,13 @@ from app.schemas import (
 from app.uploads import UploadedFile, format_bytes
 from captioning.bundle import ArtifactError
 from captioning.images import decode_upload
-from captioning.predictor import DecodeOptions
+from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.runtime import DEFAULT_RUNTIME, RuntimeOptions
 from captioning.types import Caption
-
-if TYPE_CHECKING:
-    from captioning.predictor import CaptionPredictor
-
 
 logger = logging.getLogger(__name__)
 
-PredictorFactory = Callable[[Path], "CaptionPredictor"]
+PredictorFactory = Callable[[Path], CaptionPredictor]
 ATTENTION_DECIMALS = 4  # plenty for a heatmap; keeps the JSON small
 
 
@@ -61,28 +58,12 @@ class SelfTestError(RuntimeError):
     """The model loaded but computes nonsense (NaN features, no caption): do not serve it."""
 
 
-def real_predictor_factory(
-    encoder_runtime: str = "auto",
-    blas_threads: int = 1,
-    decoder_runtime: str = "auto",
-    encoder_batch_threads: int | None = None,
-    encoder_max_batch: int | None = None,
-) -> PredictorFactory:
+def real_predictor_factory(*, runtime: RuntimeOptions = DEFAULT_RUNTIME) -> PredictorFactory:
     def load(path: Path) -> CaptionPredictor:
-        from threadpoolctl import threadpool_limits
-
-        from captioning.predictor import CaptionPredictor
-
         # Decoding multiplies small matrices: extra BLAS threads only spin and, with other
         # threads busy, made one caption 30x slower (measured). Process-wide on purpose.
-        threadpool_limits(blas_threads, user_api="blas")
-        return CaptionPredictor.from_artifacts(
-            path,
-            encoder_runtime=encoder_runtime,
-            decoder_runtime=decoder_runtime,
-            encoder_batch_threads=encoder_batch_threads,
-            encoder_max_batch=encoder_max_batch,
-        )
+        threadpool_limits(runtime.blas_threads, user_api="blas")
+        return CaptionPredictor.from_artifacts(path, runtime=runtime)
 
     return load
 
@@ -323,7 +304,7 @@ def _self_test(predictor: CaptionPredictor) -> None:
     if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
         raise SelfTestError(
             "model self-test failed: the image encoder produced NaN or infinite features "
-            "(a broken export?); CAPTIONER_ENCODER_RUNTIME=tensorflow avoids encoder.tflite"
+            "(a broken export?); re-export it with `python -m training export-tflite`"
         )
     captions = predictor.generate(encoded, DecodeOptions(beam_size=1))
     if len(captions) != 1 or not captions[0]:

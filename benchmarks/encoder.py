@@ -12,7 +12,7 @@ import numpy as np
 
 from benchmarks.images import photo_set
 from benchmarks.stats import summarize, time_calls
-from captioning.runtime import TFLITE_TOLERANCE
+from training.export import TFLITE_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,15 @@ class LoadedModel:
 
 
 def load_model(artifacts: Path) -> LoadedModel:
-    """Load the bundle as the service does (`encoder_runtime="auto"`)."""
-    from captioning.bundle import load_bundle
+    """Load the bundle with its Keras models; the predictor encodes as the service does (LiteRT),
+    or with TensorFlow when the bundle has no encoder.tflite, which the service cannot serve."""
     from captioning.predictor import CaptionPredictor
+    from training.modeling.bundle import load_keras_bundle
+    from training.modeling.keras_runtime import KerasEncoder
 
-    bundle = load_bundle(artifacts, load_tflite=True)
-    model = LoadedModel(bundle, CaptionPredictor(bundle, "auto"))
+    bundle = load_keras_bundle(artifacts)
+    keras_encoder = KerasEncoder(bundle.encoder) if bundle.tflite_encoder is None else None
+    model = LoadedModel(bundle, CaptionPredictor(bundle, encoder=keras_encoder))
     if bundle.tflite_encoder is not None:
         model.tflite, model.tflite_source = bundle.tflite_encoder, "encoder.tflite (artifacts)"
     return model
@@ -50,12 +53,11 @@ def ensure_tflite(model: LoadedModel) -> None:
     if model.tflite is not None:
         return
     logger.warning(
-        "the artifacts have no encoder.tflite: the service encodes with %s; exporting one here "
-        "(in memory only) to measure LiteRT on the same network",
-        model.predictor.encoder.name,
+        "the artifacts have no encoder.tflite, which the service needs; exporting one here "
+        "(in memory only) to measure LiteRT on the same network"
     )
     try:
-        from captioning.runtime import export_tflite
+        from training.export import export_tflite
 
         model.tflite = export_tflite(model.bundle.encoder)
         model.tflite_source = "exported by the benchmark (not in the artifacts)"
@@ -70,16 +72,14 @@ def model_pixels(model: LoadedModel, count: int) -> np.ndarray:
 
 
 def build_runtimes(model: LoadedModel) -> dict[str, Callable[[np.ndarray], Any]]:
-    from captioning.runtime import KerasEncoder, LiteRTEncoder
+    from captioning.runtime import LiteRTEncoder
+    from training.modeling.keras_runtime import KerasEncoder
 
     runtimes: dict[str, Callable[[np.ndarray], Any]] = {
         "tensorflow": KerasEncoder(model.bundle.encoder)
     }
     if model.tflite is not None:
-        try:
-            runtimes["litert"] = LiteRTEncoder(model.tflite)
-        except ImportError:
-            logger.warning("ai-edge-litert is not installed: LiteRT is not measured")
+        runtimes["litert"] = LiteRTEncoder(model.tflite)
     return runtimes
 
 

@@ -1,5 +1,5 @@
 """Names of the decoder's layers: how `captioning.decoding` finds the weights of the Keras model
-built in `captioning.decoder`, whether from the model itself or straight from `decoder.keras`."""
+built in `training.modeling.decoder`, whether from the model or straight from `decoder.keras`."""
 
 EMBEDDING = "word_embedding"
 INIT_H = "init_hidden"

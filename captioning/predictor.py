@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from captioning.bundle import ArtifactBundle, ArtifactError, load_bundle
+from captioning.bundle import ENCODER_TFLITE, ArtifactBundle, ArtifactError, load_bundle
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoding import (
     DecoderWeights,
@@ -22,11 +22,12 @@ from captioning.decoding import (
 )
 from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
+    DEFAULT_RUNTIME,
     EncoderRuntime,
     LiteRTDecoderStep,
-    litert_available,
+    LiteRTEncoder,
+    RuntimeOptions,
     make_decoder_step,
-    make_encoder_runtime,
 )
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult
@@ -91,11 +92,12 @@ class CaptionPredictor:
     def __init__(
         self,
         bundle: ArtifactBundle,
-        encoder_runtime: str = "auto",
-        decoder_runtime: str = "auto",
-        encoder_batch_threads: int | None = None,
-        encoder_max_batch: int | None = None,
+        *,
+        runtime: RuntimeOptions = DEFAULT_RUNTIME,
+        encoder: EncoderRuntime | None = None,
     ) -> None:
+        """`encoder`: an encoder runtime built by the caller (training's Keras encoder, for a
+        model not yet exported); None: the bundle's encoder.tflite on LiteRT."""
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.vocabulary: Vocabulary = bundle.vocabulary
@@ -113,13 +115,14 @@ class CaptionPredictor:
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest.json lacks a required field: {exc}") from exc
         self.model_id = str(self.manifest.get("model_id", "unknown"))
-        self.encoder: EncoderRuntime = make_encoder_runtime(
-            bundle.encoder,
-            bundle.tflite_encoder,
-            encoder_runtime,
-            encoder_batch_threads,
-            encoder_max_batch,
-        )
+        if encoder is None and bundle.tflite_encoder is None:
+            raise ArtifactError(
+                f"the artifacts have no {ENCODER_TFLITE}, which the service encodes with: "
+                "export it with `python -m training export-tflite --artifacts <folder>`"
+            )
+        if encoder is None:
+            encoder = LiteRTEncoder(bundle.tflite_encoder, options=runtime)
+        self.encoder: EncoderRuntime = encoder
         self.weights = (
             DecoderWeights.from_model(bundle.decoder)
             if bundle.decoder is not None
@@ -128,7 +131,7 @@ class CaptionPredictor:
         if self.weights.word_gates.shape[0] != len(self.vocabulary):
             raise ArtifactError("decoder.keras and tokenizer.p disagree on the vocabulary size")
         self.decoder_step: LiteRTDecoderStep | None = make_decoder_step(
-            bundle.tflite_decoder_step, decoder_runtime
+            bundle.tflite_decoder_step, options=runtime
         )
         self.concepts: ConceptTable | None = bundle.concepts
         self.concept_threshold = float(
@@ -176,21 +179,10 @@ class CaptionPredictor:
 
     @classmethod
     def from_artifacts(
-        cls,
-        path: Path | str,
-        encoder_runtime: str = "auto",
-        decoder_runtime: str = "auto",
-        encoder_batch_threads: int | None = None,
-        encoder_max_batch: int | None = None,
+        cls, path: Path | str, *, runtime: RuntimeOptions = DEFAULT_RUNTIME
     ) -> CaptionPredictor:
         """Load and verify an artifacts folder; raises ArtifactError naming the file and problem."""
-        # With LiteRT to encode, serving needs no Keras model at all: the decoder's weights
-        # are read straight from decoder.keras, and TensorFlow is never imported.
-        litert = encoder_runtime != "tensorflow" and litert_available()
-        bundle = load_bundle(path, keras_encoder=not litert, keras_decoder=not litert)
-        return cls(
-            bundle, encoder_runtime, decoder_runtime, encoder_batch_threads, encoder_max_batch
-        )
+        return cls(load_bundle(path), runtime=runtime)
 
     def warmup(self) -> None:
         """Run every path once, so the first request pays no tracing or allocation cost, and

@@ -13,17 +13,18 @@ import tensorflow as tf
 import captioning
 from captioning.bundle import ArtifactBundle
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
-from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import DecoderWeights
-from captioning.encoders import EncoderSpec
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
-from captioning.runtime import export_decoder_step, export_tflite
 from captioning.text import Vocabulary
 from training.concepts import build_for_vocabulary, concepts_manifest
 from training.config import TrainConfig
 from training.data import Flickr8k, Split
+from training.export import export_decoder_step, export_tflite
 from training.features import Features
 from training.metrics import score_captions
+from training.modeling.decoder import DecoderConfig, build_decoder
+from training.modeling.encoders import EncoderSpec
+from training.modeling.keras_runtime import KerasEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def export_artifacts(
         manifest["concepts"] = concepts_manifest(bundle.concepts, DEFAULT_CONCEPT_THRESHOLD)
     # Dev is scored on the cached features, by the decoder alone (no concepts); `python -m
     # training evaluate` scores the whole service path.
-    predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
+    predictor = CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
     captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))
     metrics = score_captions(dev.raw_captions, [c[0].text for c in captions], full=True)

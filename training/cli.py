@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `--help` answers without loading TensorFlow.
     from captioning.bundle import ArtifactError
     from captioning.predictor import CaptionPredictor, DecodeOptions
+    from captioning.runtime import RuntimeOptions
     from training.data import DatasetError
 
     try:
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.evaluate import evaluate_split
 
             predictor = CaptionPredictor.from_artifacts(
-                args.artifacts, decoder_runtime=args.decoder_runtime
+                args.artifacts, runtime=RuntimeOptions(decoder_runtime=args.decoder_runtime)
             )
             if args.concept_threshold is not None:
                 predictor.concept_threshold = args.concept_threshold
@@ -218,17 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(compare_caption_files(args.baseline, args.candidate), indent=2))
         elif args.command == "export-tflite":
-            from captioning.bundle import (
-                DECODER_STEP_TFLITE,
-                ENCODER_TFLITE,
-                add_files,
-                load_bundle,
-            )
+            from captioning.bundle import DECODER_STEP_TFLITE, ENCODER_TFLITE, add_files
             from captioning.decoding import DecoderWeights
-            from captioning.runtime import export_decoder_step, export_tflite
+            from training.export import export_decoder_step, export_tflite
+            from training.modeling.bundle import load_keras_bundle
 
             # The Keras files stay byte for byte as they are: only the exports are (re)written.
-            bundle = load_bundle(args.artifacts, load_tflite=False)
+            bundle = load_keras_bundle(args.artifacts)
             exports = {
                 ENCODER_TFLITE: export_tflite(bundle.encoder),
                 DECODER_STEP_TFLITE: export_decoder_step(DecoderWeights.from_model(bundle.decoder)),

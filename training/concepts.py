@@ -267,11 +267,13 @@ def add_concepts(
     """Give a trained bundle its concepts without retraining: the same encoder with its
     ImageNet head (encoder.keras and encoder.tflite) and concepts.json. The decoder, the
     vocabulary and the features the decoder was trained on are unchanged."""
-    from captioning.bundle import ENCODER_KERAS, ENCODER_TFLITE, add_files, load_bundle
-    from captioning.encoders import build_encoder
-    from captioning.runtime import KerasEncoder, export_tflite
+    from captioning.bundle import ENCODER_KERAS, ENCODER_TFLITE, add_files
+    from training.export import export_tflite
+    from training.modeling.bundle import load_keras_bundle
+    from training.modeling.encoders import build_encoder
+    from training.modeling.keras_runtime import KerasEncoder
 
-    bundle = load_bundle(artifacts, load_tflite=False, keras_decoder=False)
+    bundle = load_keras_bundle(artifacts)
     backbone = bundle.manifest["encoder"]["backbone"]
     if bundle.manifest["encoder"].get("weights") != "imagenet":
         raise ValueError("concepts need the ImageNet-pretrained encoder and its classifier")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# = captioning.encoders.DEFAULT_ENCODER (a test checks), named here so that reading the
+# = training.modeling.encoders.DEFAULT_ENCODER (a test checks), named here so that reading the
 # configuration does not import Keras: `caption` and `evaluate` serve without TensorFlow.
 DEFAULT_BACKBONE = "efficientnet_lite1"
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.decoder import DecoderConfig, build_decoder, masked_caption_loss
 from captioning.text import PAD_ID
 from training.batches import CaptionBatches
 from training.config import TrainConfig
+from training.modeling.decoder import DecoderConfig, build_decoder, masked_caption_loss
 from training.state import CHECKPOINT_FILE, TrainState
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 from captioning.bundle import atomic_write
-from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import DecoderWeights, beam_search
 from captioning.text import END_ID, PAD_ID, START_ID, Vocabulary
 from training.callbacks import DevSelection, WeightAverage, averaged_weights
@@ -39,6 +38,7 @@ from training.cider import CiderD
 from training.config import EXPORT_RESERVE_MINUTES, TrainConfig
 from training.data import LENGTH_BUCKET, Split
 from training.features import Features
+from training.modeling.decoder import DecoderConfig, build_decoder
 from training.state import (
     BEST_WEIGHTS_FILE,
     SELF_CRITICAL,

@@ -21,10 +21,8 @@ import keras
 import numpy as np
 
 from captioning.bundle import ArtifactBundle, atomic_write
-from captioning.decoder import DecoderConfig
-from captioning.encoders import build_encoder, get_spec
 from captioning.predictor import CaptionPredictor
-from captioning.runtime import EncoderRuntime, make_encoder_runtime
+from captioning.runtime import EncoderRuntime
 from captioning.text import Vocabulary
 from training.artifacts import base_manifest, export_artifacts, export_encoder
 from training.batches import (
@@ -44,6 +42,9 @@ from training.loop import (
     make_strategy,
     run_cross_entropy,
 )
+from training.modeling.decoder import DecoderConfig
+from training.modeling.encoders import build_encoder, get_spec
+from training.modeling.keras_runtime import KerasEncoder, make_encoder_runtime
 from training.self_critical import run_self_critical
 from training.state import AVERAGE_FILE, BEST_WEIGHTS_FILE, FINAL_FILE, TrainState
 
@@ -218,7 +219,7 @@ def predictor_factory(
 
     def make_predictor(decoder: keras.Model) -> CaptionPredictor:
         bundle = ArtifactBundle(encoder, decoder, vocabulary, manifest)
-        return CaptionPredictor(bundle, encoder_runtime="tensorflow")
+        return CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
 
     return make_predictor
 

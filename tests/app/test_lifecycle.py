@@ -21,6 +21,7 @@ from app.log import JsonFormatter, configure_logging
 from app.main import create_app
 from app.service import SelfTestError, State
 from captioning.bundle import ArtifactError
+from captioning.runtime import RuntimeOptions
 
 REPO = Path(__file__).resolve().parents[2]
 UPLOAD = {"file": ("photo.png", png(RED), "image/png")}
@@ -101,28 +102,21 @@ def test_runtime_settings_reach_the_loader(make_settings, monkeypatch) -> None:
 
     seen: list[tuple] = []
 
-    def fake_load(
-        path,
-        encoder_runtime="auto",
-        decoder_runtime="auto",
-        encoder_batch_threads=None,
-        encoder_max_batch=None,
-    ):
-        seen.append(
-            (path, encoder_runtime, decoder_runtime, encoder_batch_threads, encoder_max_batch)
-        )
+    def fake_load(path, *, runtime):
+        seen.append((path, runtime))
         raise ArtifactError("stop here")
 
     monkeypatch.setattr(CaptionPredictor, "from_artifacts", staticmethod(fake_load))
-    settings = make_settings(
-        encoder_runtime="tensorflow",
-        decoder_runtime="numpy",
-        encoder_batch_threads=2,
-        encoder_max_batch=4,
-    )
+    # blas_threads stays 1: the loader applies it to this whole test process.
+    settings = make_settings(decoder_runtime="numpy", encoder_batch_threads=2, encoder_max_batch=4)
     with pytest.raises(ArtifactError):
         start_and_stop(create_app(settings))
-    assert seen == [(settings.artifacts_dir, "tensorflow", "numpy", 2, 4)]
+    runtime = RuntimeOptions(decoder_runtime="numpy", encoder_batch_threads=2, encoder_max_batch=4)
+    assert seen == [(settings.artifacts_dir, runtime)]
+
+
+def test_runtime_defaults_are_the_runtime_options_own(make_settings) -> None:
+    assert make_settings().runtime_options() == RuntimeOptions()
 
 
 @pytest.mark.slow
@@ -236,11 +230,13 @@ def test_configure_logging_installs_the_chosen_format() -> None:
         root.setLevel(saved[1])
 
 
-def test_the_app_never_imports_training() -> None:
-    """The serving image ships without the training package and its heavy extras."""
+def test_serving_code_never_imports_training_or_tensorflow() -> None:
+    """The serving image ships `app` and `captioning` without the training package and its
+    extras: no import of them anywhere in that code, inside functions included."""
     import ast
 
-    for path in (REPO / "app").rglob("*.py"):
+    forbidden = ("training", "tensorflow", "keras")
+    for path in [*(REPO / "app").rglob("*.py"), *(REPO / "captioning").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -248,4 +244,5 @@ def test_the_app_never_imports_training() -> None:
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n == "training" or n.startswith("training.") for n in names), path
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path} imports {name}"

@@ -33,9 +33,7 @@ def settings_for(artifacts: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="module")
 def real_client(tiny_artifacts: Path) -> Iterator[TestClient]:
-    # The reference (Keras) encoder; the default runtime has its own test at the end.
-    settings = settings_for(tiny_artifacts, encoder_runtime="tensorflow")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings_for(tiny_artifacts))) as client:
         yield client
 
 
@@ -185,12 +183,3 @@ def test_damaged_artifacts_stop_startup(tiny_artifacts, tmp_path, caplog, damage
     with caplog.at_level(logging.ERROR), failure, TestClient(application):
         pass
     assert any(named in r.getMessage() and "cannot start" in r.getMessage() for r in caplog.records)
-
-
-def test_default_encoder_runtime_serves_real_captions(tiny_artifacts) -> None:
-    """The production default ("auto": LiteRT when encoder.tflite is present)."""
-    name, image, caption = tiny_examples()[0]
-    with TestClient(create_app(settings_for(tiny_artifacts))) as client:
-        response = client.post("/caption", files=upload(name, jpeg_bytes(image, quality=95)))
-    assert response.status_code == 200, response.text
-    assert response.json()["caption"] == expected(caption)

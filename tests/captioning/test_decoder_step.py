@@ -2,29 +2,35 @@
 
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
-from captioning.bundle import DECODER_STEP_TFLITE, load_bundle
+from captioning.bundle import DECODER_STEP_TFLITE, ArtifactError, load_bundle
 from captioning.decoding import _Stepper, beam_search, greedy_decode
 from captioning.predictor import CaptionPredictor, DecodeOptions
 from captioning.runtime import (
-    DECODER_STEP_LOG_PROB_TOLERANCE,
+    DECODER_STEP_SIGNATURES,
+    STEP_SIGNATURE,
     LiteRTDecoderStep,
+    RuntimeOptions,
     make_decoder_step,
 )
 from captioning.text import END_ID, PAD_ID
 from tests.support.fixtures import tiny_examples
+from training.export import DECODER_STEP_LOG_PROB_TOLERANCE
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def bundle(tiny_artifacts):
-    return load_bundle(tiny_artifacts, keras_encoder=True, keras_decoder=False)
+    return load_bundle(tiny_artifacts)
 
 
 @pytest.fixture(scope="module")
 def numpy_predictor(tiny_artifacts):
-    return CaptionPredictor.from_artifacts(tiny_artifacts, decoder_runtime="numpy")
+    return CaptionPredictor.from_artifacts(
+        tiny_artifacts, runtime=RuntimeOptions(decoder_runtime="numpy")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +65,21 @@ def test_one_step_matches_numpy(bundle, numpy_predictor, encoded):
         np.testing.assert_allclose(result, reference, atol=0.05)
 
 
-def test_export_carries_init_and_beam_step(bundle):
-    runtime = LiteRTDecoderStep(bundle.tflite_decoder_step)
-    assert runtime.has_init and runtime.has_beam_step
+def test_export_carries_step_init_and_beam_step(bundle):
+    interpreter = Interpreter(model_content=bundle.tflite_decoder_step)
+    assert set(interpreter.get_signature_list()) == set(DECODER_STEP_SIGNATURES)
+
+
+def test_an_export_without_init_and_beam_step_is_refused():
+    import tensorflow as tf
+
+    step = tf.function(lambda h: {"h": h + 1.0})
+    module = tf.Module()
+    setattr(module, STEP_SIGNATURE, step)
+    concrete = step.get_concrete_function(tf.TensorSpec([None, 4], tf.float32, name="h"))
+    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module).convert()
+    with pytest.raises(ArtifactError, match="re-export"):
+        LiteRTDecoderStep(flatbuffer)
 
 
 def test_init_matches_numpy(bundle, numpy_predictor, encoded):
@@ -114,30 +132,6 @@ def test_beam_step_matches_numpy(bundle, numpy_predictor, encoded):
         np.testing.assert_allclose(result, reference, atol=0.05)
 
 
-class _StepOnly:
-    """A runtime as older exports had it: the step only, no init or beam_step."""
-
-    has_init = has_beam_step = False
-
-    def __init__(self, runtime: LiteRTDecoderStep) -> None:
-        self.runtime = runtime
-        self.name = runtime.name
-
-    def __call__(self, *arrays):
-        return self.runtime(*arrays)
-
-
-def test_an_export_without_beam_step_decodes_the_same(bundle, numpy_predictor, encoded):
-    """Bundles exported before init and beam_step keep working: those parts run in NumPy."""
-    weights, max_length = numpy_predictor.weights, numpy_predictor.max_length
-    step_only = _StepOnly(LiteRTDecoderStep(bundle.tflite_decoder_step))
-    beams = [
-        beam_search(weights, encoded.grid, encoded.pooled, 3, max_length, runtime=r)
-        for r in (None, step_only)
-    ]
-    assert [b[0].token_ids for b in beams[0]] == [b[0].token_ids for b in beams[1]]
-
-
 def test_captions_agree_with_numpy(bundle, numpy_predictor, encoded):
     """int8 weights move log-probs a little; on these images the captions stay the same."""
     runtime = LiteRTDecoderStep(bundle.tflite_decoder_step)
@@ -160,12 +154,13 @@ def test_the_service_default_decodes_with_litert(tiny_artifacts, numpy_predictor
 
 
 def test_runtime_choice_is_validated(bundle):
-    assert make_decoder_step(bundle.tflite_decoder_step, "numpy") is None
-    assert make_decoder_step(None, "auto") is None  # an older bundle: NumPy
-    with pytest.raises(ValueError, match="no decoder_step"):
-        make_decoder_step(None, "litert")
+    numpy = RuntimeOptions(decoder_runtime="numpy")
+    assert make_decoder_step(bundle.tflite_decoder_step, options=numpy) is None
+    assert make_decoder_step(None, options=RuntimeOptions()) is None  # no export: NumPy
+    with pytest.raises(ArtifactError, match="no decoder_step"):
+        make_decoder_step(None, options=RuntimeOptions(decoder_runtime="litert"))
     with pytest.raises(ValueError, match="unknown decoder runtime"):
-        make_decoder_step(bundle.tflite_decoder_step, "onnx")
+        RuntimeOptions(decoder_runtime="onnx")
 
 
 def test_one_runtime_serves_captions_of_different_images_and_batch_sizes(

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from captioning import decoding
-from captioning.decoder import DecoderConfig, build_decoder
 from captioning.decoding import BANNED_IDS, DecoderWeights, beam_search, greedy_decode
 from captioning.text import END_ID
+from training.modeling.decoder import DecoderConfig, build_decoder
 
 CONFIG = DecoderConfig(vocab_size=40, feature_dim=16, regions=9, embedding_dim=8, hidden_dim=12)
 

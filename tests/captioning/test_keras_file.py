@@ -15,6 +15,7 @@ from captioning.bundle import DECODER_KERAS, ArtifactError, load_bundle
 from captioning.decoder_layers import WEIGHTED_LAYERS
 from captioning.decoding import DecoderWeights
 from captioning.keras_file import KerasFileError, read_layer_weights, snake_case
+from training.modeling.bundle import load_keras_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def test_snake_case_follows_keras(class_name, expected):
 
 
 def test_weights_read_without_keras_equal_the_loaded_model(tiny_artifacts):
-    model = load_bundle(tiny_artifacts).decoder
+    model = load_keras_bundle(tiny_artifacts).decoder
     read = read_layer_weights(tiny_artifacts / DECODER_KERAS)
     for layer in model.layers:
         expected = layer.get_weights()
@@ -42,8 +43,8 @@ def test_weights_read_without_keras_equal_the_loaded_model(tiny_artifacts):
 
 
 def test_decoder_weights_are_identical_either_way(tiny_artifacts):
-    from_model = DecoderWeights.from_model(load_bundle(tiny_artifacts).decoder)
-    bundle = load_bundle(tiny_artifacts, keras_encoder=False, keras_decoder=False)
+    from_model = DecoderWeights.from_model(load_keras_bundle(tiny_artifacts).decoder)
+    bundle = load_bundle(tiny_artifacts)
     assert bundle.decoder is None
     from_file = DecoderWeights.from_layers(bundle.decoder_layers)
     for ours, theirs in zip(_arrays(from_file), _arrays(from_model), strict=True):
@@ -87,7 +88,7 @@ def test_missing_layer_weights_are_an_artifact_error(tiny_artifacts, tmp_path):
     shutil.copytree(tiny_artifacts, copy)
     (copy / DECODER_KERAS).write_bytes(b"garbage")
     with pytest.raises(ArtifactError):
-        load_bundle(copy, keras_decoder=False)
+        load_bundle(copy)
 
 
 SERVING_IMPORTS = """

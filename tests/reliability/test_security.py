@@ -34,7 +34,7 @@ SOURCE_DIRS = ("app", "captioning", "training", "benchmarks")
 # The only classes allowed to unpickle, each refusing every global outside a short allow-list.
 RESTRICTED_UNPICKLERS = {
     ("captioning/text.py", "_PlainDataUnpickler"),
-    ("captioning/encoders/torch_legacy.py", "_RestrictedUnpickler"),
+    ("training/modeling/encoders/torch_legacy.py", "_RestrictedUnpickler"),
 }
 # An absolute file path: a slash not preceded by a word character, then at least two parts.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+[\w.-]+")
@@ -237,7 +237,7 @@ def test_keras_files_are_loaded_in_safe_mode() -> None:
                 assert _is_true(_keyword(node, "safe_mode")), (
                     f"{relative}:{node.lineno} loads a Keras model without safe_mode=True"
                 )
-    assert any(call.startswith("captioning/bundle.py") for call in calls), calls
+    assert any(call.startswith("training/modeling/bundle.py") for call in calls), calls
 
 
 # --- the container --------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ def test_cider_d_prefers_the_reference_words():
 def tiny_trainer():
     import keras
 
-    from captioning.decoder import DecoderConfig, build_decoder
     from captioning.text import Vocabulary
+    from training.modeling.decoder import DecoderConfig, build_decoder
     from training.self_critical import SelfCriticalConfig, SelfCriticalTrainer
 
     keras.utils.set_random_seed(0)

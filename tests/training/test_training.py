@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 from captioning.bundle import MANIFEST, load_bundle
-from captioning.encoders import DEFAULT_ENCODER, get_spec
 from captioning.images import load_image_file
 from captioning.predictor import CaptionPredictor, DecodeOptions
-from captioning.runtime import TFLITE_TOLERANCE
 from captioning.text import normalize_caption
 from tests.support.fixtures import tiny_examples
 from training.cli import _parser, config_from_arguments
 from training.cli import main as cli_main
 from training.config import DEFAULT_BACKBONE, TrainConfig
+from training.export import TFLITE_TOLERANCE
+from training.modeling.bundle import load_keras_bundle
+from training.modeling.encoders import DEFAULT_ENCODER, get_spec
+from training.modeling.keras_runtime import KerasEncoder
 from training.state import AVERAGE_FILE, CHECKPOINT_FILE, FINAL_FILE, TrainState
 
 pytestmark = pytest.mark.slow
@@ -79,10 +81,10 @@ def test_save_load_round_trip_gives_identical_captions(tiny_training_run, tiny_p
 
 
 def test_litert_encoder_matches_keras(tiny_artifacts):
-    bundle = load_bundle(tiny_artifacts)
+    bundle = load_keras_bundle(tiny_artifacts)
     assert bundle.tflite_encoder is not None, "the LiteRT export is part of the artifacts"
-    keras_predictor = CaptionPredictor(bundle, encoder_runtime="tensorflow")
-    litert_predictor = CaptionPredictor(bundle, encoder_runtime="litert")
+    keras_predictor = CaptionPredictor(bundle, encoder=KerasEncoder(bundle.encoder))
+    litert_predictor = CaptionPredictor(bundle)
     pixels = keras_predictor.preprocess([image for _, image, _ in tiny_examples()[:3]])
     a, b = keras_predictor.encode(pixels), litert_predictor.encode(pixels)
     # Float16 weights: features within a couple of percent of their largest value (measured

@@ -33,6 +33,9 @@ from captioning.decoder_layers import (
     VOCAB_LOGITS,
 )
 
+# The registered names ("captioning>RegionAttention", ...) are stored in every saved decoder.keras.
+SERIALIZATION_PACKAGE = "captioning"
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -48,7 +51,7 @@ class DecoderConfig:
         return asdict(self)
 
 
-@keras.saving.register_keras_serializable(package="captioning")
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class RegionAttention(layers.Layer):
     """Scaled dot-product attention of each word's LSTM output over the image regions."""
 
@@ -60,7 +63,7 @@ class RegionAttention(layers.Layer):
         return context, weights
 
 
-@keras.saving.register_keras_serializable(package="captioning")
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class RepeatPerCaption(layers.Layer):
     """(images, ...) -> (images * captions_per_image, ...), each image repeated for its captions."""
 
@@ -69,7 +72,7 @@ class RepeatPerCaption(layers.Layer):
         return ops.repeat(tensor, per_image, axis=0)
 
 
-@keras.saving.register_keras_serializable(package="captioning")
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class FlattenCaptions(layers.Layer):
     """(images, captions_per_image, T) -> (images * captions_per_image, T)."""
 

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from captioning.runtime import LiteRTEncoder, _LiteRTModel, export_tflite
+from captioning.runtime import LiteRTEncoder, RuntimeOptions, _LiteRTModel
+from training.export import export_tflite
 
 pytestmark = pytest.mark.slow
 
@@ -43,9 +44,10 @@ def test_unknown_weight_precision_is_refused() -> None:
 def test_a_batch_runs_in_pieces_of_max_batch_with_the_same_features(monkeypatch) -> None:
     flatbuffer = export_tflite(_small_encoder(), weights="float32")
     pixels = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
-    expected_grid, expected_pooled, _ = LiteRTEncoder(flatbuffer, max_batch=0)(pixels)
+    whole = LiteRTEncoder(flatbuffer, options=RuntimeOptions(encoder_max_batch=0))
+    expected_grid, expected_pooled, _ = whole(pixels)
 
-    pieces = LiteRTEncoder(flatbuffer, max_batch=2)
+    pieces = LiteRTEncoder(flatbuffer, options=RuntimeOptions(encoder_max_batch=2))
     calls: list[tuple[int, int]] = []  # (which interpreter, images)
     original = _LiteRTModel.__call__
 
@@ -68,7 +70,9 @@ def test_the_classifier_head_comes_out_of_the_same_call_whole_or_in_pieces() -> 
     pixels = np.random.default_rng(3).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     expected = np.asarray(model(pixels)[2])
     for max_batch in (0, 2):
-        output = LiteRTEncoder(flatbuffer, max_batch=max_batch)(pixels)
+        output = LiteRTEncoder(flatbuffer, options=RuntimeOptions(encoder_max_batch=max_batch))(
+            pixels
+        )
         assert output.pooled.shape == (3, 256)
         np.testing.assert_allclose(output.class_logits, expected, rtol=1e-4, atol=1e-4)
     assert LiteRTEncoder(export_tflite(_small_encoder(), weights="float32"))(pixels)[2] is None

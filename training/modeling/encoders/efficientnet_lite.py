@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioning.encoders.torch_legacy import lite_weights_path, read_legacy_torch_state_dict
+from training.modeling.encoders.torch_legacy import lite_weights_path, read_legacy_torch_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import keras
 
-from captioning.encoders.efficientnet_lite import HEAD_CHANNELS, VARIANTS, efficientnet_lite
-from captioning.encoders.keras_apps import ApplicationPreprocess, build_keras_application
+from training.modeling.encoders.efficientnet_lite import HEAD_CHANNELS, VARIANTS, efficientnet_lite
+from training.modeling.encoders.keras_apps import ApplicationPreprocess, build_keras_application
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -21,6 +21,7 @@ import keras
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
+# The registered names ("captioning>...") are stored in every saved .keras file: keep them.
 SERIALIZATION_PACKAGE = "captioning"
 IMAGENET = "imagenet"
 

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.encoders import ENCODERS, build_encoder, get_spec
-from captioning.encoders.efficientnet_lite import (
+from training.modeling.encoders import ENCODERS, build_encoder, get_spec
+from training.modeling.encoders.efficientnet_lite import (
     LITE0,
     VARIANTS,
     build_efficientnet_lite,
     efficientnet_lite,
     load_lite_weights,
 )
-from captioning.encoders.keras_apps import APPLICATIONS, ApplicationPreprocess
-from captioning.encoders.torch_legacy import (
+from training.modeling.encoders.keras_apps import APPLICATIONS, ApplicationPreprocess
+from training.modeling.encoders.torch_legacy import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
     lite_weights_path,
