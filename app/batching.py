@@ -24,6 +24,7 @@ import numpy as np
 
 from app.errors import OverloadedError, ShuttingDownError
 from app.metrics import Metrics
+from captioning.concepts import Tag
 from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
 from captioning.types import Caption
 
@@ -35,6 +36,7 @@ class BatchOutput:
     """The captions of one image, and where its time went."""
 
     captions: tuple[Caption, ...]
+    tags: tuple[Tag, ...]  # the image's confident concepts, most likely first
     queue_ms: float
     encode_ms: float  # of the whole batch the image was part of
     generate_ms: float  # of its group of identical options
@@ -238,6 +240,7 @@ class MicroBatcher:
         for index, job in enumerate(jobs):
             groups.setdefault(job.options, []).append(index)
         outcomes: list[BatchOutput | Exception] = [RuntimeError("not generated")] * len(jobs)
+        tags = self._predictor.tags(encoded)
         for options, indices in groups.items():
             group_started = time.perf_counter()
             try:
@@ -257,6 +260,7 @@ class MicroBatcher:
                     continue
                 outcomes[index] = BatchOutput(
                     captions=tuple(image_captions),
+                    tags=tags[index],
                     queue_ms=jobs[index].queue_ms,
                     encode_ms=encode_ms,
                     generate_ms=generate_ms,

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
     blas_threads: int = Field(DEFAULT_RUNTIME.blas_threads, ge=1)
     default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)
+    # Captions name the photo's most confident concept (a request's `concepts` overrides).
+    concepts: bool = True
     # Longest a request may wait for its captions; also bounds the drain on shutdown.
     request_timeout_s: float = Field(30.0, gt=0)
 

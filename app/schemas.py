@@ -53,6 +53,12 @@ class CaptionOptions(BaseModel):
         1, ge=1, le=MAX_BEAM_SIZE, description="How many of the best captions to return (≤ beam)."
     )
     attention: bool = Field(False, description="Return the attention map of every word.")
+    concepts: bool | None = Field(
+        None,
+        description="Name the photo's most confident concept (its most specific tag) in the "
+        "caption when the decoder does not. Default: the server's (on); false gives the "
+        "decoder's own captions. Tags are returned either way.",
+    )
 
 
 class WordAttention(BaseModel):
@@ -74,6 +80,15 @@ class CaptionHypothesis(BaseModel):
     )
 
 
+class TagItem(BaseModel):
+    word: str = Field(examples=["cat"])
+    probability: float = Field(
+        description="The image classifier's probability for the concept: the sum over the "
+        "ImageNet classes it covers (every cat breed for 'cat').",
+        examples=[0.93],
+    )
+
+
 class Timings(BaseModel):
     decode: float = Field(description="Decoding and resizing the upload, ms.", examples=[4.2])
     queue: float = Field(description="Waiting for a batch slot, ms.", examples=[1.0])
@@ -85,6 +100,12 @@ class Timings(BaseModel):
 class CaptionResponse(BaseModel):
     caption: str = Field(description="The best caption.", examples=["a dog runs through the grass"])
     captions: list[CaptionHypothesis] = Field(description="The n-best captions, best first.")
+    tags: list[TagItem] = Field(
+        description="What the image shows, as words with probabilities, most likely first: the "
+        "concepts at or above the model's threshold (manifest `concepts.threshold`, 0.4). "
+        "Empty when none is confident or the model has no concepts.",
+        examples=[[{"word": "cat", "probability": 0.93}, {"word": "tabby", "probability": 0.61}]],
+    )
     width: int = Field(description="Image width after EXIF rotation.", examples=[640])
     height: int = Field(description="Image height after EXIF rotation.", examples=[480])
     model: str = Field(

@@ -38,6 +38,7 @@ from app.schemas import (
     CaptionResponse,
     ErrorDetail,
     ErrorResponse,
+    TagItem,
     Timings,
     WordAttention,
 )
@@ -280,6 +281,7 @@ class CaptionService:
         return CaptionResponse(
             caption=hypotheses[0].text,
             captions=hypotheses,
+            tags=[TagItem(word=t.word, probability=t.probability) for t in output.tags],
             width=decoded.width,
             height=decoded.height,
             model=predictor.model_id,

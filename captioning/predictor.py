@@ -197,6 +197,12 @@ class CaptionPredictor:
             captions = self.generate(encoded, DecodeOptions(beam_size=beam_size))
             if not captions[0] or not np.isfinite(captions[0][0].log_prob):
                 raise ArtifactError(f"the decoder gives no valid caption at beam size {beam_size}")
+        if self.concepts is not None:  # the constrained search's step shapes, once
+            required = [list(self._subject(0).written)]
+            constrained_beam_search(
+                self.weights, encoded.grid, encoded.pooled, required, DEFAULT_BEAM_SIZE,
+                self.max_length, runtime=self.decoder_step,
+            )  # fmt: skip
 
     def read_image(self, path: Path | str) -> Image.Image:
         """An image file, decoded as the service decodes uploads (see `decode_upload`)."""

@@ -38,7 +38,11 @@ def parse_caption_options(query: Mapping[str, str], form: Mapping[str, str]) -> 
 
 
 def to_decode_options(
-    options: CaptionOptions, *, default_beam_size: int, model_max_length: int
+    options: CaptionOptions,
+    *,
+    default_beam_size: int,
+    default_concepts: bool,
+    model_max_length: int,
 ) -> DecodeOptions:
     """Resolve defaults and the checks that depend on other values or on the loaded model."""
     beam_size = options.beam_size or default_beam_size
@@ -58,6 +62,7 @@ def to_decode_options(
         max_length=options.max_length,
         num_captions=options.num_captions,
         return_attention=options.attention,
+        concepts=default_concepts if options.concepts is None else options.concepts,
     )
 
 

@@ -134,6 +134,7 @@ def _options(request: Request, form: ParsedForm, service: CaptionService) -> Dec
     return to_decode_options(
         parse_caption_options(request.query_params, form.fields),
         default_beam_size=service.settings.default_beam_size,
+        default_concepts=service.settings.concepts,
         model_max_length=predictor.max_length,
     )
 

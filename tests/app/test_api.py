@@ -80,8 +80,9 @@ def test_caption_response_shape(client) -> None:
     response = post_caption(client, jpeg(RED, size=(80, 50)))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"caption", "captions", "width", "height", "model", "timings_ms"}
+    assert set(body) == {"caption", "captions", "tags", "width", "height", "model", "timings_ms"}
     assert body["caption"] == "a red square on a table"
+    assert body["tags"] == [{"word": "red", "probability": pytest.approx(0.86, abs=0.05)}]
     assert body["captions"] == [
         {"text": body["caption"], "log_prob": pytest.approx(-3.0), "score": pytest.approx(-1.2247)}
     ]
@@ -91,6 +92,31 @@ def test_caption_response_shape(client) -> None:
     assert set(timings) == {"decode", "queue", "encode", "generate", "total"}
     assert all(value >= 0 for value in timings.values())
     assert timings["total"] >= timings["encode"] + timings["generate"]
+
+
+def test_the_concepts_option_reaches_decoding_and_defaults_to_the_setting(
+    client, predictor
+) -> None:
+    for query, expected in (({}, True), ({"concepts": "false"}, False), ({"concepts": "1"}, True)):
+        predictor.generate_calls.clear()
+        assert post_caption(client, jpeg(RED), **query).status_code == 200
+        assert [options.concepts for _, options in predictor.generate_calls] == [expected]
+    assert post_caption(client, jpeg(RED), concepts="maybe").status_code == 422
+
+
+def test_several_images_each_get_their_tags(client) -> None:
+    files = [
+        ("files", ("r.jpg", jpeg(RED), "image/jpeg")),
+        ("files", ("b.png", png(BLUE), "image/png")),
+    ]
+    results = client.post("/captions", files=files).json()["results"]
+    assert [r["tags"][0]["word"] for r in results] == ["red", "blue"]
+
+
+def test_tags_are_in_the_openapi_schema(client) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "tags" in schemas["CaptionResponse"]["required"]
+    assert set(schemas["TagItem"]["properties"]) == {"word", "probability"}
 
 
 def test_n_best_captions_with_attention(client) -> None:
@@ -313,6 +339,7 @@ def test_openapi_documents_routes_bodies_and_errors(client) -> None:
         "max_length",
         "num_captions",
         "attention",
+        "concepts",
     }
     ok = single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ok.endswith("/CaptionResponse")

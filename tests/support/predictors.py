@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from captioning.concepts import Tag
 from captioning.images import to_model_batch
 from captioning.predictor import DecodeOptions, EncodedImages
 from captioning.types import Caption, CaptionResult
@@ -37,6 +38,8 @@ class Predictor(Protocol):
     def generate(
         self, encoded: EncodedImages, options: DecodeOptions
     ) -> list[tuple[Caption, ...]]: ...
+
+    def tags(self, encoded: EncodedImages) -> list[tuple[Tag, ...]]: ...
 
     def caption_images(
         self, images: Sequence[Image.Image], options: DecodeOptions | None = None
@@ -159,6 +162,13 @@ class FakePredictor:
                 for rank in range(options.num_captions)
             )
             for i in range(len(encoded))
+        ]
+
+    def tags(self, encoded: EncodedImages) -> list[tuple[Tag, ...]]:
+        """The dominant colour as a tag, as confident as the colour is pure."""
+        return [
+            (Tag(colour_name(pooled), round(float(pooled.max() - pooled.min()), 4)),)
+            for pooled in encoded.pooled
         ]
 
     def _caption(

@@ -1,0 +1,61 @@
+"""The tiny trained model names a concept it never saw in a caption, and without concepts it
+captions exactly as before."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from captioning.concepts import ConceptTable
+from captioning.predictor import CaptionPredictor, DecodeOptions
+from tests.support.fixtures import tiny_examples
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_artifacts) -> CaptionPredictor:
+    return CaptionPredictor.from_artifacts(tiny_artifacts)
+
+
+@pytest.fixture(scope="module")
+def photos(predictor):
+    images = [image for _, image, _ in tiny_examples()[:4]]
+    return predictor.encode(predictor.preprocess(images))
+
+
+def one_hot(table: ConceptTable, word: str, images: int) -> np.ndarray:
+    probabilities = np.zeros((images, len(table.words)), np.float32)
+    probabilities[:, table.words.index(word)] = 0.9
+    return probabilities
+
+
+def test_the_tiny_model_ships_tags_from_its_concept_table(predictor, photos) -> None:
+    assert predictor.concepts is not None
+    assert photos.concepts is not None and photos.concepts.shape[0] == 4
+    for tags in predictor.tags(photos):
+        assert [t.probability for t in tags] == sorted((t.probability for t in tags), reverse=True)
+        assert all(t.probability >= predictor.concept_threshold for t in tags)
+
+
+def test_a_confident_concept_unseen_in_captions_is_named(predictor, photos) -> None:
+    table = predictor.concepts
+    assert "zebra" not in predictor.vocabulary  # the tiny captions are coloured shapes
+    zebra = dataclasses.replace(photos, concepts=one_hot(table, "zebra", len(photos)))
+    for (best,) in predictor.generate(zebra, DecodeOptions(beam_size=3)):
+        assert "zebra" in best.tokens, best.text
+        assert "an zebra" not in best.text and best.text.split()[0] in ("a", "zebra")
+    # Off by option: the decoder's own captions, word for word.
+    plain = dataclasses.replace(photos, concepts=None)
+    assert predictor.generate(zebra, DecodeOptions(concepts=False)) == predictor.generate(
+        plain, DecodeOptions()
+    )
+
+
+def test_a_concept_below_the_threshold_changes_nothing(predictor, photos) -> None:
+    table = predictor.concepts
+    unsure = dataclasses.replace(photos, concepts=one_hot(table, "zebra", len(photos)) / 3)
+    plain = dataclasses.replace(photos, concepts=None)
+    assert predictor.generate(unsure, DecodeOptions()) == predictor.generate(plain, DecodeOptions())
