@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 import math
 import os
@@ -46,6 +47,8 @@ logger = logging.getLogger("captioning.bulk")
 OutputFormat = Literal["jsonl", "parquet"]
 PARQUET_ROWS_PER_FILE = 10_000
 PROGRESS_EVERY_S = 10.0
+# What an actor spends a batch on: reading + decoding files, resizing, the encoder, the decoder.
+STAGES = ("read", "preprocess", "encode", "generate")
 _GLOB_CHARACTERS = frozenset("*?[")
 
 
@@ -68,7 +71,8 @@ class BulkSummary:
     skipped: int  # already in the output from an earlier run
     captioned: int  # rows written by this run, error rows included
     errors: int  # of which unreadable or undecodable files
-    seconds: float
+    seconds: float  # from Ray being up to the last row written
+    actor_seconds: dict[str, float]  # per stage, summed over the actors
 
     @property
     def images_per_second(self) -> float:
@@ -195,8 +199,6 @@ class ParquetWriter:
         return images
 
     def write(self, rows: Sequence[str]) -> None:
-        import json
-
         self._pending += [json.loads(row) for row in rows]
         while len(self._pending) >= self._rows_per_file:
             self._flush(self._pending[: self._rows_per_file])
@@ -256,12 +258,23 @@ class CaptionActor:
         return read_image_location(location, self.predictor.input_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
         images = [str(image) for image in batch["image"]]
         locations = [str(location) for location in batch["location"]]
         results = caption_batch(self.predictor, locations, self.options, read=self._read)
         rows = [format_row(caption_row(i, r)) for i, r in zip(images, results, strict=True)]
         errors = [isinstance(result, ImageError) for result in results]
-        return {"row": np.array(rows, dtype=object), "error": np.array(errors, dtype=bool)}
+        # Where the batch's time went; each row carries an equal share, so sums stay right.
+        timings = next((r.timings_ms for r in results if not isinstance(r, ImageError)), {})
+        busy_ms = (time.perf_counter() - started) * 1000
+        stages = {name: timings.get(name, 0.0) for name in STAGES[1:]}
+        stages["read"] = busy_ms - sum(stages.values())  # reading and decoding the files
+        share = np.array([[stages[name] for name in STAGES]]) / len(rows)
+        return {
+            "row": np.array(rows, dtype=object),
+            "error": np.array(errors, dtype=bool),
+            "stage_ms": np.repeat(share, len(rows), axis=0),
+        }
 
 
 def run_bulk(
@@ -294,18 +307,20 @@ def run_bulk(
         )
         started = time.perf_counter()
         captioned = errors = 0
+        actor_seconds = dict.fromkeys(STAGES, 0.0)
         if todo:
-            if not ray.is_initialized():
-                ray.init()  # local, or the cluster in RAY_ADDRESS
+            _start_ray(ray, actors * cpus_per_actor)
             started = time.perf_counter()  # rates without Ray's start-up (seconds, once)
-            captioned, errors = _caption_on_ray(
+            captioned, errors, actor_seconds = _caption_on_ray(
                 ray, todo, writer, str(Path(artifacts).resolve()), options,
                 actors, cpus_per_actor, batch_size,
             )  # fmt: skip
     finally:
         writer.close()
     seconds = time.perf_counter() - started
-    summary = BulkSummary(len(refs), len(refs) - len(todo), captioned, errors, seconds)
+    summary = BulkSummary(
+        len(refs), len(refs) - len(todo), captioned, errors, seconds, actor_seconds
+    )
     logger.info(
         "wrote %d rows (%d unreadable) to %s in %.1f s: %.1f images/s",
         captioned,
@@ -314,7 +329,24 @@ def run_bulk(
         seconds,
         summary.images_per_second,
     )
+    if captioned:
+        logger.info("actor seconds by stage: %s", json.dumps(actor_seconds))
     return summary
+
+
+def _start_ray(ray: ModuleType, cpus_wanted: float) -> None:
+    """Start or join Ray, and refuse a pool that could never be scheduled (it would wait)."""
+    started = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init()  # a local Ray, or the cluster in RAY_ADDRESS
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    where = os.environ.get("RAY_ADDRESS") or "local"
+    logger.info("Ray (%s) up in %.1f s with %g CPUs", where, time.perf_counter() - started, cpus)
+    if cpus_wanted > cpus:
+        message = f"the actors ask for {cpus_wanted:g} CPUs and Ray has {cpus:g}"
+        if where == "local":
+            raise BulkError(message + ": use fewer --actors or a smaller --cpus-per-actor")
+        logger.warning("%s; they start as the cluster grows", message)
 
 
 def _caption_on_ray(
@@ -326,7 +358,7 @@ def _caption_on_ray(
     actors: int,
     cpus_per_actor: float,
     batch_size: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, dict[str, float]]:
     items = [{"image": ref.image, "location": ref.location} for ref in todo]
     # A block per batch: rows stream back (and are written) as each batch is done.
     dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
@@ -343,12 +375,14 @@ def _caption_on_ray(
         num_cpus=cpus_per_actor,
     )
     captioned = errors = 0
+    stage_ms = np.zeros(len(STAGES))
     last_report = time.perf_counter()
     started = last_report
     for batch in captions.iter_batches(batch_size=None, batch_format="numpy"):
         writer.write([str(row) for row in batch["row"]])
         captioned += len(batch["row"])
         errors += int(batch["error"].sum())
+        stage_ms += batch["stage_ms"].sum(axis=0)
         now = time.perf_counter()
         if now - last_report >= PROGRESS_EVERY_S:
             logger.info(
@@ -358,7 +392,8 @@ def _caption_on_ray(
                 captioned / (now - started),
             )
             last_report = now
-    return captioned, errors
+    seconds = {name: round(ms / 1000, 2) for name, ms in zip(STAGES, stage_ms, strict=True)}
+    return captioned, errors, seconds
 
 
 def _parser() -> argparse.ArgumentParser:
