@@ -28,6 +28,7 @@ logger = logging.getLogger("benchmarks.bulk")
 
 # captioning.bulk's last line: its own time, from Ray being up to the last row written.
 _BULK_SUMMARY = re.compile(r"in ([\d.]+) s: ([\d.]+) images/s")
+_STAGES = re.compile(r"actor seconds by stage: (\{.*\})")
 
 
 def _timed(command: list[str], log: Path) -> tuple[float, float, float | None]:
@@ -37,7 +38,11 @@ def _timed(command: list[str], log: Path) -> tuple[float, float, float | None]:
     with log.open("w") as handle:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=handle)
     seconds = time.perf_counter() - started
-    found = _BULK_SUMMARY.findall(log.read_text(errors="replace"))
+    text = log.read_text(errors="replace")
+    found = _BULK_SUMMARY.findall(text)
+    stages = _STAGES.findall(text)
+    if stages:
+        logger.info("actor seconds by stage: %s", stages[-1])
     return seconds, os.getloadavg()[0], float(found[-1][0]) if found else None
 
 
