@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml requirements-serve.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml requirements-serve.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,bulk]"
 	touch $@
 
 serve: install

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from captioning.predictor import MAX_BEAM_SIZE
 from captioning.runtime import DEFAULT_RUNTIME, DecoderRuntimeName, RuntimeOptions
@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
 
+    # API keys, comma-separated, and/or a file of keys (one a line, # comments). With none, the
+    # service is open, as before; with any, every route but /health and /ready needs one.
+    # SecretStr: a key never shows in a repr, a log line or a validation error.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    api_keys_file: Path | None = None
+    # Browser origins allowed to call the API (comma-separated, "*" for any); none by default.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(
             decoder_runtime=self.decoder_runtime,
@@ -71,6 +79,28 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    def resolved_api_keys(self) -> tuple[str, ...]:
+        """The keys from both settings; raises ValueError when the keys file cannot be read."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read api_keys_file {self.api_keys_file}: {exc}") from exc
+            lines = (line.strip() for line in text.splitlines())
+            from_file = [line for line in lines if line and not line.startswith("#")]
+            if not from_file:  # an empty file must not quietly leave the service open
+                raise ValueError(f"api_keys_file {self.api_keys_file} holds no key")
+            keys += from_file
+        return tuple(dict.fromkeys(keys))
 
     @model_validator(mode="after")
     def _batch_request_fits_queue(self) -> Settings:

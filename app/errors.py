@@ -39,6 +39,24 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class UnauthorizedError(ApiError):
+    code = "unauthorized"
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidJsonError(ApiError):
+    code = "invalid_json"
+    status_code = 400
+
+
+class InvalidBase64Error(ApiError):
+    code = "invalid_base64"
+    status_code = 400
+
+
 class NotReadyError(ApiError):
     code = "not_ready"
     status_code = 503
@@ -181,6 +199,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorResponse, "description": _ERROR_DOCS.get(status, _phrase(status))}
         for status in statuses
     }
+    if 401 in responses:
+        responses[401]["headers"] = {
+            "WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}
+        }
     if 503 in responses:
         responses[503]["headers"] = {
             "Retry-After": {
@@ -192,11 +214,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _ERROR_DOCS: dict[int, str] = {
-    400: "Malformed multipart body (`invalid_multipart`).",
+    400: "Malformed multipart body (`invalid_multipart`), JSON body (`invalid_json`) or base64 "
+    "image (`invalid_base64`).",
+    401: "No API key, or not a valid one (`unauthorized`): send `Authorization: Bearer KEY` or "
+    "`X-API-Key: KEY`.",
     413: "Upload larger than the limit (`upload_too_large`), too many files "
     "(`too_many_files`) or too many pixels (`image_too_large`).",
-    415: "Not an image in a supported format (`unsupported_image`) or not a multipart "
-    "request (`unsupported_media_type`).",
+    415: "Not an image in a supported format (`unsupported_image`) or neither a multipart "
+    "nor a JSON request (`unsupported_media_type`).",
     422: "Parameter out of range (`invalid_parameter`), no file (`missing_file`), empty file "
     "(`empty_file`) or damaged image (`corrupt_image`).",
     500: "The model failed on this image (`inference_failed`) or another unexpected error "

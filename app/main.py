@@ -13,17 +13,20 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api.routes import router
+from app.api.routes import public_router, router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.log import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestContextMiddleware
+from app.security import API_KEY_HEADER, ApiKeyGuard
 from app.service import CaptionService, PredictorFactory, real_predictor_factory
+from app.uploads import is_json, json_body_limit
 from captioning import __version__
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,9 @@ Captions photos with an EfficientNet-Lite encoder and an attention LSTM decoder 
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
 Concurrent requests are batched together; when the queue is full the answer is
-503 `overloaded` with a `Retry-After` header.
+503 `overloaded` with a `Retry-After` header. Images go up as multipart files or as base64 in
+JSON. When the server has API keys, every route but `/health` and `/ready` needs
+`Authorization: Bearer KEY` or `X-API-Key: KEY` (the Authorize button here).
 """
 
 
@@ -83,20 +88,29 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
-    app.include_router(router)
+    guard = ApiKeyGuard(settings.resolved_api_keys())
+    app.include_router(public_router)
+    app.include_router(router, **guard.route_options())
     _add_offline_docs(app)
 
-    def body_limit(path: str) -> int:
-        if path == "/caption":
-            return settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-        if path == "/captions":
-            return settings.max_upload_bytes * settings.max_images_per_request + (
-                MULTIPART_OVERHEAD_BYTES
-            )
-        return SMALL_BODY_BYTES
+    def body_limit(path: str, content_type: str | None) -> int:
+        files = {"/caption": 1, "/captions": settings.max_images_per_request}.get(path)
+        if files is None:
+            return SMALL_BODY_BYTES
+        if is_json(content_type):  # base64 takes 4 characters for every 3 bytes
+            return json_body_limit(settings.max_upload_bytes, files)
+        return settings.max_upload_bytes * files + MULTIPART_OVERHEAD_BYTES
 
     # The last added runs first: request context wraps everything, the size limit included.
     app.add_middleware(BodySizeLimitMiddleware, limit_for=body_limit)
+    if settings.cors_origins:  # inside the request context, so refusals carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, service=service, routes=app.router.routes
     )

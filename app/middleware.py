@@ -121,16 +121,17 @@ def _request_id(value: str | None) -> str:
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str, str | None], int]) -> None:
         self.app = app
-        self.limit_for = limit_for  # path -> most body bytes accepted
+        self.limit_for = limit_for  # (path, content type) -> most body bytes accepted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        refusal = _check_content_length(Headers(scope=scope).get("content-length"), limit)
+        headers = Headers(scope=scope)
+        limit = self.limit_for(scope["path"], headers.get("content-type"))
+        refusal = _check_content_length(headers.get("content-length"), limit)
         if refusal is not None:
             # Answer without reading the body; the server closes the connection afterwards.
             await refusal.response()(scope, receive, send)

@@ -1,21 +1,33 @@
-"""Streaming, in-memory multipart/form-data reading with limits enforced as bytes arrive.
+"""Reading uploads: streaming multipart/form-data, or JSON with base64 images.
 
 Starlette's own form parsing reads the whole body first and spools large files to disk; here
 uploads stay in memory (each is at most `max_file_bytes`), a file over the limit is refused the
 moment its bytes pass the limit, and the client's filename is kept only as a label.
+
+A JSON body (`{"image": "<base64>", ...options}` or `{"images": [...]}`) becomes the same
+`ParsedForm`, so both kinds share options, limits, errors and responses. Its size is bounded
+before it is read (`BodySizeLimitMiddleware`, by `json_body_limit`); the file limit is then
+counted on the decoded bytes.
 """
 
 from __future__ import annotations
 
+import binascii
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import Request
 
 from app.errors import (
+    InvalidBase64Error,
+    InvalidJsonError,
     InvalidMultipartError,
+    MissingFileError,
     TooManyFilesError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
@@ -23,6 +35,11 @@ from app.errors import (
 
 MAX_FIELDS = 32
 MAX_FIELD_BYTES = 1024  # form fields are small numbers and flags
+JSON_TYPES = frozenset({b"application/json"})
+# Around the base64 strings: the braces, keys, quotes, commas and the small option fields.
+JSON_OVERHEAD_BYTES = 64 * 1024
+# `"image": "data:image/jpeg;base64,..."`, as a browser's FileReader writes it, is accepted too.
+_DATA_URI_MARK = ";base64,"
 
 
 @dataclass
@@ -35,7 +52,7 @@ class UploadedFile:
 
 @dataclass
 class ParsedForm:
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, object] = field(default_factory=dict)  # strings, or JSON values
     files: list[UploadedFile] = field(default_factory=list)
 
     def files_named(self, name: str) -> list[UploadedFile]:
@@ -168,7 +185,8 @@ async def read_multipart(
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data":
         raise UnsupportedMediaTypeError(
-            f"send the image as multipart/form-data with the file in the {file_field!r} field"
+            f"send the image as multipart/form-data with the file in the {file_field!r} field, "
+            "or as application/json with base64 images"
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -184,3 +202,126 @@ async def read_multipart(
     if parser.state != MultipartState.END:
         raise InvalidMultipartError("the multipart body ended before its closing boundary")
     return collector.form
+
+
+def is_json(content_type: str | None) -> bool:
+    return parse_options_header(content_type)[0] in JSON_TYPES
+
+
+def base64_length(decoded_bytes: int) -> int:
+    """Characters of base64 (with padding) that `decoded_bytes` bytes take."""
+    return 4 * math.ceil(decoded_bytes / 3)
+
+
+def json_body_limit(max_file_bytes: int, max_files: int) -> int:
+    """The largest JSON body that can hold `max_files` images of `max_file_bytes` each."""
+    return base64_length(max_file_bytes) * max_files + JSON_OVERHEAD_BYTES
+
+
+async def read_upload(
+    request: Request,
+    *,
+    file_field: str,
+    json_field: str,
+    max_file_bytes: int,
+    max_files: int,
+    oversize: Literal["raise", "mark"] = "raise",
+) -> ParsedForm:
+    """`read_multipart`, or `read_json` for an application/json body; both give a ParsedForm
+    whose files are in `file_field`."""
+    if is_json(request.headers.get("content-type")):
+        return await read_json(
+            request,
+            file_field=file_field,
+            json_field=json_field,
+            max_file_bytes=max_file_bytes,
+            max_files=max_files,
+            oversize=oversize,
+        )
+    return await read_multipart(
+        request,
+        file_field=file_field,
+        max_file_bytes=max_file_bytes,
+        max_files=max_files,
+        oversize=oversize,
+    )
+
+
+async def read_json(
+    request: Request,
+    *,
+    file_field: str,
+    json_field: str,
+    max_file_bytes: int,
+    max_files: int,
+    oversize: Literal["raise", "mark"] = "raise",
+) -> ParsedForm:
+    """A JSON object with one base64 image (`max_files == 1`) or a list of them in `json_field`;
+    the other keys are the caption options, as multipart form fields would be."""
+    body = await request.body()  # bounded by BodySizeLimitMiddleware as it arrives
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJsonError(f"the body is not valid JSON: {_json_problem(exc)}") from None
+    if not isinstance(document, dict):
+        raise InvalidJsonError('the JSON body must be an object, such as {"image": "..."}')
+    single = max_files == 1
+    encoded = _encoded_images(document, json_field, single)
+    if len(encoded) > max_files:
+        raise TooManyFilesError(f"at most {max_files} images per request")
+    form = ParsedForm(
+        # `null` means "not given", like an empty form field.
+        fields={k: v for k, v in document.items() if k != json_field and v is not None}
+    )
+    for index, text in enumerate(encoded):
+        where = json_field if single else f"{json_field}[{index}]"
+        upload = UploadedFile(file_field, None)
+        data = _decode_base64(text, where, max_file_bytes)
+        if data is None:
+            message = f"{where} is larger than the {format_bytes(max_file_bytes)} limit"
+            if oversize == "raise":
+                raise UploadTooLargeError(message)
+            upload.too_large = True
+        else:
+            upload.data = bytearray(data)
+        form.files.append(upload)
+    return form
+
+
+def _encoded_images(document: dict[str, Any], json_field: str, single: bool) -> list[str]:
+    if json_field not in document or document[json_field] in ([], None):
+        hint = (
+            "; use POST /captions with a list in 'images' for several"
+            if single and "images" in document
+            else ""
+        )
+        raise MissingFileError(f"no image in the JSON field {json_field!r}{hint}")
+    value = document[json_field]
+    if single and isinstance(value, str):
+        return [value]
+    if not single and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    expected = "a base64 string" if single else "a list of base64 strings"
+    raise RequestValidationError(
+        [{"type": "value_error", "loc": ("body", json_field), "msg": f"must be {expected}"}]
+    )
+
+
+def _decode_base64(text: str, where: str, max_file_bytes: int) -> bytes | None:
+    """The bytes, or None when they would pass the limit (checked before decoding)."""
+    if text.startswith("data:") and _DATA_URI_MARK in text[:256]:
+        text = text.split(_DATA_URI_MARK, 1)[1]
+    text = "".join(text.split())  # line breaks, as MIME encoders insert every 76 characters
+    if len(text) > base64_length(max_file_bytes):
+        return None
+    try:  # strict: no stray characters, no missing or extra padding
+        data = binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise InvalidBase64Error(f"{where} is not valid base64") from None
+    return None if len(data) > max_file_bytes else data
+
+
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "it is not UTF-8"

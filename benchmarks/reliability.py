@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from benchmarks.machine import describe_machine
 from benchmarks.reliability_server import (
     CLEAN_SIGTERM_EXITS,
     ServerProcess,
+    client_headers,
     rss_growth_mb,
     run_load,
     running_server,
@@ -127,6 +129,8 @@ class Run:
         plan = self.plan
         images = jpeg_set(8)
         with running_server(self.artifacts, self.work) as server:
+            if client_headers():
+                self._check_keys(server.base_url)
             asyncio.run(run_load(server.base_url, images, plan.concurrency, plan.warmup_s))
             result = asyncio.run(
                 run_load(server.base_url, images, plan.concurrency, plan.load_s, server.process.pid)
@@ -177,6 +181,22 @@ class Run:
             "overload: healthy afterwards",
             after.failed == 0 and after.requests > 0,
             f"statuses {dict(after.statuses)}",
+        )
+
+    def _check_keys(self, base_url: str) -> None:
+        import httpx
+
+        with httpx.Client(base_url=base_url, timeout=30.0) as client:
+            statuses = {
+                "no key": client.get("/model").status_code,
+                "wrong key": client.get("/model", headers={"X-API-Key": "wrong"}).status_code,
+                "the key": client.get("/model", headers=client_headers()).status_code,
+                "/ready without": client.get("/ready").status_code,
+            }
+        self.check(
+            "api keys: refused without the key, served with it, probes open",
+            statuses == {"no key": 401, "wrong key": 401, "the key": 200, "/ready without": 200},
+            f"statuses {statuses}",
         )
 
     # --- faults -------------------------------------------------------------------------------
@@ -231,7 +251,7 @@ class Run:
     def contract(self) -> None:
         from benchmarks.reliability_contract import run_contract
 
-        stats = run_contract(self._app(), self.plan.contract_examples)
+        stats = run_contract(self._app(), self.plan.contract_examples, client_headers())
         self.results["contract"] = stats.summary() | {
             "examples_per_operation_and_mode": self.plan.contract_examples
         }
@@ -295,7 +315,7 @@ class Run:
             )
 
         statuses: dict[str, int] = {}
-        with TestClient(self._app()) as client:
+        with TestClient(self._app(), headers=client_headers()) as client:
 
             @settings(common, max_examples=self.plan.route_examples)
             @given(sample=mutated_images())
@@ -333,7 +353,11 @@ class Run:
             "-p",
             "no:cacheprovider",
         ]
-        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        # Those tests build their own apps and settings; a key from this run would refuse them.
+        env = {k: v for k, v in os.environ.items() if k != "CAPTIONER_API_KEYS"}
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
         self.results["security"] = {"pytest": last, "exit_code": done.returncode}
         self.check("security: tests/reliability/test_security.py", done.returncode == 0, last)
@@ -361,6 +385,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS)
     )
+    parser.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="run the servers open; by default they get a random CAPTIONER_API_KEYS and every "
+        "client sends it (a key already in the environment is used as it is)",
+    )
     args = parser.parse_args(argv)
     args.parts = split_parts(parser, args.parts, PARTS)
     return args
@@ -371,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not args.no_api_key and not os.environ.get("CAPTIONER_API_KEYS"):
+        # Inherited by every server this run starts and read by the in-process apps' Settings.
+        os.environ["CAPTIONER_API_KEYS"] = secrets.token_urlsafe(24)
+    logger.info("API keys: %s", "on" if client_headers() else "off")
     machine = describe_machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="captioner-reliability-") as temporary:

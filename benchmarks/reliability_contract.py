@@ -83,21 +83,28 @@ class ContractStats:
         }
 
 
-def run_contract(app: Any, max_examples: int) -> ContractStats:
-    """Fuzz every operation in both modes; contract failures are collected, not raised."""
+def run_contract(
+    app: Any, max_examples: int, headers: dict[str, str] | None = None
+) -> ContractStats:
+    """Fuzz every operation in both modes; contract failures are collected, not raised.
+    `headers` go with every request (the API key, when the app has keys)."""
     stats = ContractStats()
     started = time.perf_counter()
     schema = load_schema(app)
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in MODES:
-            _fuzz_operation(operation, mode, max_examples, stats)
+            _fuzz_operation(operation, mode, max_examples, stats, headers or {})
     stats.seconds = time.perf_counter() - started
     return stats
 
 
 def _fuzz_operation(
-    operation: Any, mode: schemathesis.GenerationMode, max_examples: int, stats: ContractStats
+    operation: Any,
+    mode: schemathesis.GenerationMode,
+    max_examples: int,
+    stats: ContractStats,
+    headers: dict[str, str],
 ) -> None:
     label = f"{operation.method.upper()} {operation.path}"
 
@@ -110,7 +117,7 @@ def _fuzz_operation(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case: schemathesis.Case) -> None:
-        response = case.call()
+        response = case.call(headers=headers)
         stats.requests[f"{label} {response.status_code}"] += 1
         try:
             case.validate_response(response, checks=CONTRACT_CHECKS)

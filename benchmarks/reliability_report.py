@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -88,6 +89,13 @@ def render(
         "- Server: `uvicorn app.main:app --timeout-graceful-shutdown 30` (as the container) on "
         "127.0.0.1, default settings unless stated; clients: httpx.AsyncClient, one request at a "
         "time per client, JPEG uploads (640x480 generated photos, beam size 3).",
+        "- API keys: "
+        + (
+            "on (a random `CAPTIONER_API_KEYS` for every server and in-process app; every "
+            "client, Schemathesis included, sends it as `Authorization: Bearer`)."
+            if os.environ.get("CAPTIONER_API_KEYS")
+            else "off (`--no-api-key`)."
+        ),
         "",
     ]
     if "load" in results:

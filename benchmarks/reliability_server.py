@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections import Counter
@@ -102,6 +103,13 @@ def rss_growth_mb(samples: list[tuple[float, float]]) -> float:
     return percentile(values[-third:], 50) - percentile(values[:third], 50)
 
 
+def client_headers() -> dict[str, str]:
+    """The first of CAPTIONER_API_KEYS as a bearer token, when the servers run with keys (they
+    inherit this process's environment); no header otherwise."""
+    keys = [k.strip() for k in os.environ.get("CAPTIONER_API_KEYS", "").split(",") if k.strip()]
+    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+
+
 async def _post_image(client: httpx.AsyncClient, image: bytes) -> httpx.Response:
     return await client.post(
         "/caption",
@@ -153,7 +161,7 @@ async def run_load(
             await asyncio.sleep(RSS_SAMPLE_S)
 
     async with httpx.AsyncClient(
-        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
+        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits, headers=client_headers()
     ) as client:
         await asyncio.gather(sample_rss(), *(client_loop(client) for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
@@ -205,7 +213,7 @@ async def sigterm_under_load(
     result = SigtermResult()
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=0)
     async with httpx.AsyncClient(
-        base_url=server.base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
+        base_url=server.base_url, timeout=REQUEST_TIMEOUT_S, limits=limits, headers=client_headers()
     ) as client:
         tasks = [
             asyncio.create_task(_post_image(client, images[i % len(images)]))
@@ -216,7 +224,9 @@ async def sigterm_under_load(
         signalled = time.perf_counter()
         await asyncio.sleep(0.2)  # uvicorn closes its listening socket first thing
         late: list[httpx.Response | BaseException] = []
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as fresh:
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=10.0, headers=client_headers()
+        ) as fresh:
             for i in range(late_requests):
                 try:
                     late.append(await _post_image(fresh, images[i % len(images)]))
@@ -235,7 +245,7 @@ async def sigterm_under_load(
 async def _wait_for_queue(base_url: str, depth: int, timeout_s: float = 60.0) -> None:
     """Poll /metrics until at least `depth` images wait for the model."""
     deadline = time.perf_counter() + timeout_s
-    async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as probe:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5.0, headers=client_headers()) as probe:
         while time.perf_counter() < deadline:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 value = _metric((await probe.get("/metrics")).text, "captioner_queue_depth")

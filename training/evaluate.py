@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from captioning.images import ImageError
+from captioning.offline import BATCH_SIZE, caption_batch, caption_row, expand_paths, format_row
 from captioning.predictor import CaptionPredictor, DecodeOptions
 from captioning.types import CaptionResult
 from training.data import load_flickr8k
@@ -27,8 +28,6 @@ from training.metrics import score_captions
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-BATCH_SIZE = 32
 REPORT_IMAGES = 24
 
 
@@ -41,62 +40,20 @@ def caption_files(
     """Caption image files in batches; an unreadable file yields its error, not an exception."""
     for start in tqdm(range(0, len(paths), batch_size), desc="captioning", unit="batch"):
         batch = paths[start : start + batch_size]
-        images, readable = [], []
-        errors: dict[Path, ImageError] = {}
-        for path in batch:
-            try:
-                images.append(predictor.read_image(path))
-                readable.append(path)
-            except (ImageError, OSError) as exc:
-                errors[path] = exc if isinstance(exc, ImageError) else ImageError(str(exc))
-        results = (
-            dict(zip(readable, predictor.caption_images(images, options), strict=True))
-            if images
-            else {}
-        )
-        for path in batch:
-            yield path, results.get(path) or errors[path]
-
-
-def expand_paths(inputs: Sequence[Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (sorted, recursively)."""
-    paths: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"{item} does not exist")
-    return paths
+        yield from zip(batch, caption_batch(predictor, batch, options), strict=True)
 
 
 def write_caption_jsonl(
     predictor: CaptionPredictor, inputs: Sequence[Path], output: Path, options: DecodeOptions
 ) -> int:
-    """{"image", "caption", "score", "tags"} per line (score: the caption's log-probability;
-    tags: the image's confident concepts, most likely first)."""
+    """One `captioning.offline.caption_row` per line, as `python -m captioning.bulk` writes."""
     paths = expand_paths(inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
     with output.open("w", encoding="utf-8") as handle:
         for path, result in caption_files(predictor, paths, options):
-            if isinstance(result, ImageError):
-                failures += 1
-                record = {
-                    "image": str(path),
-                    "caption": None,
-                    "score": None,
-                    "error": {"code": result.code, "message": str(result)},
-                }
-            else:
-                record = {
-                    "image": str(path),
-                    "caption": result.best.text,
-                    "score": result.best.log_prob,
-                    "tags": [{"word": t.word, "probability": t.probability} for t in result.tags],
-                }
-            handle.write(json.dumps(record) + "\n")
+            failures += isinstance(result, ImageError)
+            handle.write(format_row(caption_row(str(path), result)) + "\n")
     logger.info("captioned %d files into %s (%d unreadable)", len(paths), output, failures)
     return failures
 

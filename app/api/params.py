@@ -17,9 +17,9 @@ from app.schemas import CaptionOptions
 from captioning.predictor import DecodeOptions
 
 
-def parse_caption_options(query: Mapping[str, str], form: Mapping[str, str]) -> CaptionOptions:
-    """Merge the two sources (a form field beats a query parameter) and validate."""
-    raw: dict[str, str] = {}
+def parse_caption_options(query: Mapping[str, str], form: Mapping[str, object]) -> CaptionOptions:
+    """Merge the two sources (a form or JSON field beats a query parameter) and validate."""
+    raw: dict[str, object] = {}
     source: dict[str, str] = {}
     for name in CaptionOptions.model_fields:
         for where, values in (("body", form), ("query", query)):
@@ -70,29 +70,41 @@ def _error(name: str, message: str) -> dict[str, Any]:
     return {"type": "value_error", "loc": ("body", name), "msg": message}
 
 
-def multipart_openapi(file_field: str, *, many: bool) -> dict[str, Any]:
-    """`openapi_extra` for an upload route: the multipart body and the same options as query."""
+def upload_openapi(file_field: str, json_field: str, *, many: bool) -> dict[str, Any]:
+    """`openapi_extra` for an upload route: the multipart and the JSON body, and the same
+    options as query parameters."""
     options = CaptionOptions.model_json_schema()["properties"]
     binary = {"type": "string", "format": "binary"}
+    encoded = {"type": "string", "contentEncoding": "base64"}
+    many_note = "The images (at most max_images_per_request); answered in order."
+    one_note = "The image (JPEG, PNG, GIF, WebP, BMP, TIFF)."
     if many:
-        file_schema: dict[str, Any] = {
+        file_schema: dict[str, Any] = {"type": "array", "items": binary, "description": many_note}
+        json_schema: dict[str, Any] = {
             "type": "array",
-            "items": binary,
-            "description": "The images (at most max_images_per_request); answered in order.",
+            "items": encoded,
+            "minItems": 1,
+            "description": many_note + " Base64, or data: URIs.",
         }
     else:
-        file_schema = {**binary, "description": "The image (JPEG, PNG, GIF, WebP, BMP, TIFF)."}
+        file_schema = {**binary, "description": one_note}
+        json_schema = {**encoded, "description": one_note + " Base64, or a data: URI."}
+
+    def body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": {
+                "type": "object",
+                "required": [field],
+                "properties": {field: schema, **options},
+            }
+        }
+
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [file_field],
-                        "properties": {file_field: file_schema, **options},
-                    }
-                }
+                "multipart/form-data": body(file_field, file_schema),
+                "application/json": body(json_field, json_schema),
             },
         },
         "parameters": [

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
-from app.api.params import multipart_openapi, parse_caption_options, to_decode_options
+from app.api.params import parse_caption_options, to_decode_options, upload_openapi
 from app.errors import MissingFileError, error_responses
 from app.schemas import (
     CaptionResponse,
@@ -18,12 +18,14 @@ from app.schemas import (
     ReadyResponse,
 )
 from app.service import CaptionService
-from app.uploads import ParsedForm, UploadedFile, read_multipart
+from app.uploads import ParsedForm, UploadedFile, read_upload
 from captioning.predictor import DecodeOptions
 
 INDEX_HTML = Path(__file__).resolve().parent.parent / "static" / "index.html"
 UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 500, 503, 504)
 
+# Open even with API keys on: probes and the static page. Everything on `router` needs a key.
+public_router = APIRouter()
 router = APIRouter()
 
 
@@ -34,17 +36,17 @@ def get_service(request: Request) -> CaptionService:
 Service = Annotated[CaptionService, Depends(get_service)]
 
 
-@router.get("/", include_in_schema=False)
+@public_router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(INDEX_HTML, media_type="text/html")
 
 
-@router.get("/health", tags=["operations"], summary="The process is alive")
+@public_router.get("/health", tags=["operations"], summary="The process is alive")
 async def health() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get(
+@public_router.get(
     "/ready",
     tags=["operations"],
     summary="The model is loaded and warmed up",
@@ -82,18 +84,19 @@ async def metrics(service: Service) -> Response:
     "/caption",
     tags=["captions"],
     summary="Caption one image",
-    description="Upload one image as multipart field `file`. Options may be form fields or "
-    "query parameters.",
+    description="Upload one image as multipart field `file`, or as JSON "
+    '`{"image": "<base64>"}`. Options may be form fields (JSON fields) or query parameters.',
     response_model=CaptionResponse,
     response_model_exclude_none=True,
     responses=UPLOAD_ERRORS,
-    openapi_extra=multipart_openapi("file", many=False),
+    openapi_extra=upload_openapi("file", "image", many=False),
 )
 async def caption(request: Request, service: Service) -> Any:
     service.require_ready()  # before reading the body: no point receiving it
-    form = await read_multipart(
+    form = await read_upload(
         request,
         file_field="file",
+        json_field="image",
         max_file_bytes=service.settings.max_upload_bytes,
         max_files=1,
         oversize="raise",
@@ -107,19 +110,21 @@ async def caption(request: Request, service: Service) -> Any:
     "/captions",
     tags=["captions"],
     summary="Caption several images",
-    description="Upload images as repeated multipart field `files` (at most the server's "
-    "`max_images_per_request`, 16 by default). Every file gets its own result, in order: "
-    "captions, or an error object when that file cannot be used.",
+    description="Upload images as repeated multipart field `files`, or as JSON "
+    '`{"images": ["<base64>", ...]}` (at most the server\'s `max_images_per_request`, 16 by '
+    "default). Every file gets its own result, in order: captions, or an error object when "
+    "that file cannot be used.",
     response_model=CaptionsResponse,
     response_model_exclude_none=True,
     responses=UPLOAD_ERRORS,
-    openapi_extra=multipart_openapi("files", many=True),
+    openapi_extra=upload_openapi("files", "images", many=True),
 )
 async def captions(request: Request, service: Service) -> Any:
     service.require_ready()
-    form = await read_multipart(
+    form = await read_upload(
         request,
         file_field="files",
+        json_field="images",
         max_file_bytes=service.settings.max_upload_bytes,
         max_files=service.settings.max_images_per_request,
         oversize="mark",  # one oversized file fails alone

@@ -1,0 +1,99 @@
+"""Captioning image files offline: shared by `python -m training caption` and `captioning.bulk`.
+
+Both read a file as the service decodes an upload (`CaptionPredictor.read_image`), caption in
+batches and write the same rows, so their outputs can be compared line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from captioning.images import ImageError
+from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.types import CaptionResult
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+BATCH_SIZE = 32
+
+ImageReader = Callable[[str], Image.Image]
+
+
+def expand_paths(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted, recursively)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item} does not exist")
+    return paths
+
+
+def caption_batch(
+    predictor: CaptionPredictor,
+    paths: Sequence[str | Path],
+    options: DecodeOptions,
+    read: ImageReader | None = None,
+) -> list[CaptionResult | ImageError]:
+    """One result per path, in order; a file that cannot be read or decoded gives its error.
+
+    `read` opens a path (default: `predictor.read_image`, a local file); the bulk command
+    passes one that also reads URIs, then decodes the bytes the same way.
+    """
+    read = read or predictor.read_image
+    images: list[Image.Image] = []
+    outcomes: list[CaptionResult | ImageError | None] = []
+    for path in paths:
+        try:
+            images.append(read(str(path)))
+            outcomes.append(None)  # filled with its captions below
+        except (ImageError, OSError) as exc:
+            outcomes.append(exc if isinstance(exc, ImageError) else ImageError(str(exc)))
+    captioned = iter(predictor.caption_images(images, options) if images else [])
+    return [outcome or next(captioned) for outcome in outcomes]
+
+
+def caption_row(image: str, result: CaptionResult | ImageError) -> dict[str, Any]:
+    """{"image", "caption", "score", "tags"} (score: the caption's log-probability; tags: the
+    image's confident concepts, most likely first), or with "error"."""
+    if isinstance(result, ImageError):
+        return {
+            "image": image,
+            "caption": None,
+            "score": None,
+            "tags": [],
+            "error": {"code": result.code, "message": str(result)},
+        }
+    return {
+        "image": image,
+        "caption": result.best.text,
+        "score": result.best.log_prob,
+        "tags": [{"word": t.word, "probability": t.probability} for t in result.tags],
+    }
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One JSON line, without its newline."""
+    return json.dumps(row)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON lines file; a line cut short (by a crash mid-write) is left out."""
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                logger.warning("%s line %d is not a complete row; ignored", path, number)
+    return rows
