@@ -41,6 +41,7 @@ from captioning.offline import (
     read_rows,
 )
 from captioning.predictor import DEFAULT_BEAM_SIZE, CaptionPredictor, DecodeOptions
+from captioning.runtime import RuntimeOptions
 
 logger = logging.getLogger("captioning.bulk")
 
@@ -251,7 +252,9 @@ class CaptionActor:
 
     def __init__(self, artifacts: str, options: DecodeOptions, threads: int) -> None:
         # LiteRT threads as the actor's CPU share: actors on one machine do not fight for cores.
-        self.predictor = CaptionPredictor.from_artifacts(artifacts, encoder_batch_threads=threads)
+        self.predictor = CaptionPredictor.from_artifacts(
+            artifacts, runtime=RuntimeOptions(encoder_batch_threads=threads)
+        )
         self.options = options
 
     def _read(self, location: str) -> Image.Image:

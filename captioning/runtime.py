@@ -24,9 +24,8 @@ logger = logging.getLogger(__name__)
 DecoderRuntimeName = Literal["auto", "litert", "numpy"]
 DECODER_RUNTIMES: tuple[DecoderRuntimeName, ...] = ("auto", "litert", "numpy")
 
-# Images per LiteRT encoder call. A batch's activations outgrow the CPU caches: on the 2-core
-# machine, 8 photos took 14.8 ms each in one call, 11.7 ms one at a time and 10.8 ms two at a
-# time (5 interleaved rounds, two wins in every round).
+# Images per LiteRT encoder call: a large batch's activations outgrow the CPU caches, and two
+# at a time were fastest per image (docs/experiments.md, "Serving speed").
 LITERT_MAX_BATCH = 2
 
 
@@ -141,10 +140,8 @@ class LiteRTEncoder:
 
     A single image always gets every core; `options.encoder_batch_threads` sets the threads
     for batches of two or more images. In the service, batches form only under load, while
-    other requests' uploads are being decoded on the other cores. Which wins depends on the
-    encoder's share of the work (2-core machine, concurrency 8): with Lite0 one thread that
-    left the other core free beat two (41 against 34 images/s); with Lite1, the heavier
-    encoder, two beat one (30.7 against 25.6).
+    other requests' uploads are being decoded on the other cores; which wins depends on the
+    encoder's share of the work (docs/experiments.md).
 
     A batch larger than `options.encoder_max_batch` runs as several calls of at most that many
     images, on an interpreter of its own, so that the lone-image interpreter is never resized.
@@ -210,8 +207,8 @@ class LiteRTDecoderStep:
     Decoding on a CPU is bound by reading the weights from memory at every word: the LSTM's
     recurrent matrix, the attention output layer and the vocabulary layer. In int8 they are a
     quarter of the float32 bytes, and XNNPACK's kernels take the few rows of a beam in one pass
-    where OpenBLAS falls back to slow small-matrix code. Measured on dev (1,000 images, beam
-    3), the captions move within noise of the float32 NumPy decoder; see the README.
+    where OpenBLAS falls back to slow small-matrix code. On dev the captions move within noise
+    of the float32 NumPy decoder (docs/model-card.md).
     """
 
     name = "litert-int8"
@@ -225,8 +222,8 @@ class LiteRTDecoderStep:
         num_threads: int | None = None,
         batch_threads: int | None = 1,
     ) -> None:
-        """`num_threads`: threads for one image's rows (default: every core; beam 3 at batch 1
-        took 5.4-6.5 ms on two threads against 6.7-9.2 on one); `batch_threads`: for several
+        """`num_threads`: threads for one image's rows (default: every core, faster for a lone
+        caption); `batch_threads`: for several
         images' (default 1; see `_one_and_batched`). Raises ArtifactError for an export
         without the three signatures."""
         self._single, self._batched = _one_and_batched(

@@ -40,7 +40,6 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[t
 @pytest.fixture(scope="session")
 def tiny_training_run(tiny_dataset, tmp_path_factory: pytest.TempPathFactory):
     """Train the tiny captioner once per session with the real pipeline (Lite0 features too)."""
-    from tests.support.wordnet import write_wordnet
     from training.config import TrainConfig
     from training.train import train
 
@@ -50,7 +49,7 @@ def tiny_training_run(tiny_dataset, tmp_path_factory: pytest.TempPathFactory):
         data_dir=root,
         artifacts_dir=base / "artifacts",
         work_dir=base / "work",
-        wordnet_dir=write_wordnet(base / "wordnet"),  # concepts.json from a small WordNet
+        concepts=False,  # tests/captioning/test_predictor_concepts.py adds them to a copy
         **TINY_TRAINING,
     )
     logging.getLogger(__name__).info("training the tiny fixture model in %s", base)

@@ -117,6 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
     caption.add_argument("--beam-size", type=int, default=3)
+    _add_concept_commands(commands, evaluate, caption)
+    return parser
+
+
+def _add_concept_commands(
+    commands: argparse._SubParsersAction,
+    evaluate: argparse.ArgumentParser,
+    caption: argparse.ArgumentParser,
+) -> None:
+    """`evaluate-open`, `add-concepts`, and the concept options of `evaluate` and `caption`."""
     for command in (evaluate, caption):
         command.add_argument(
             "--no-concepts",
@@ -148,7 +158,6 @@ def _parser() -> argparse.ArgumentParser:
     concepts.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     concepts.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     concepts.add_argument("--threshold", type=float, default=None, help="tag/caption threshold")
-    return parser
 
 
 def record_metrics(artifacts: Path, summary: dict) -> None:
@@ -169,6 +178,27 @@ def record_metrics(artifacts: Path, summary: dict) -> None:
     }
     write_json(artifacts / MANIFEST, manifest)
     logger.info("recorded %s metrics in %s", summary["split"], artifacts / MANIFEST)
+
+
+def _run_concept_command(args: argparse.Namespace) -> dict:
+    from captioning.predictor import CaptionPredictor, DecodeOptions
+
+    if args.command == "evaluate-open":
+        from training.open_world import evaluate_open_world
+        from training.wordnet import WordNet
+
+        predictor = CaptionPredictor.from_artifacts(args.artifacts)
+        if args.concept_threshold is not None:
+            predictor.concept_threshold = args.concept_threshold
+        options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
+        return evaluate_open_world(
+            predictor, args.path, options, args.output, WordNet.load(args.wordnet)
+        )
+    from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
+    from training.concepts import add_concepts
+
+    threshold = DEFAULT_CONCEPT_THRESHOLD if args.threshold is None else args.threshold
+    return add_concepts(args.artifacts, args.wordnet, threshold)["concepts"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,25 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 DECODER_STEP_TFLITE: export_decoder_step(DecoderWeights.from_model(bundle.decoder)),
             }
             add_files(args.artifacts, exports)
-        elif args.command == "evaluate-open":
-            from training.open_world import evaluate_open_world
-            from training.wordnet import WordNet
-
-            predictor = CaptionPredictor.from_artifacts(args.artifacts)
-            if args.concept_threshold is not None:
-                predictor.concept_threshold = args.concept_threshold
-            options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
-            summary = evaluate_open_world(
-                predictor, args.path, options, args.output, WordNet.load(args.wordnet)
-            )
-            print(json.dumps(summary, indent=2))
-        elif args.command == "add-concepts":
-            from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
-            from training.concepts import add_concepts
-
-            threshold = DEFAULT_CONCEPT_THRESHOLD if args.threshold is None else args.threshold
-            manifest = add_concepts(args.artifacts, args.wordnet, threshold)
-            print(json.dumps(manifest["concepts"], indent=2))
+        elif args.command in ("evaluate-open", "add-concepts"):
+            print(json.dumps(_run_concept_command(args), indent=2))
         else:
             from training.evaluate import write_caption_jsonl
 

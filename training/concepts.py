@@ -233,8 +233,8 @@ def _stand_in(
     candidates = [w for w in vocabulary.words if w in well_learned and wordnet.is_thing_word(w)]
     candidates = [w for w in candidates if w in words.ranks]
     target = words.vector(word)
-    if target is None or not candidates:
-        raise ValueError(f"no stand-in word for the concept {word!r}")
+    if target is None or not candidates:  # a vocabulary without a word for a thing (tiny)
+        return next(w for w in vocabulary.words if w not in SPECIAL_TOKENS)
     matrix = np.asarray(words.vectors[[words.ranks[w] for w in candidates]])
     cosine = matrix @ target / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(target) + 1e-9)
     return candidates[int(np.argmax(cosine))]

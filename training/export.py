@@ -136,6 +136,14 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
         scores, index = tf.math.top_k(flat, k=beams)
         return {"scores": scores, "index": index, "h": h_next, "c": c_next, "attention": attention}
 
+    flatbuffer = _convert_signatures(weights, step, init, beam_step)
+    _check_decoder_step(weights, flatbuffer)
+    return flatbuffer
+
+
+def _convert_signatures(weights: DecoderWeights, step, init, beam_step) -> bytes:
+    """The three traced functions, with their input shapes, as one int8-weight flatbuffer."""
+    hidden = weights.hidden_dim
     per_row = [
         tf.TensorSpec([None, None, 4 * hidden], tf.float32, name="input_gates"),
         tf.TensorSpec([None, None, hidden], tf.float32, name="h"),
@@ -163,9 +171,7 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
     ]
     converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, module)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
-    flatbuffer = converter.convert()
-    _check_decoder_step(weights, flatbuffer)
-    return flatbuffer
+    return converter.convert()
 
 
 def _check_decoder_step(weights: DecoderWeights, flatbuffer: bytes) -> None:

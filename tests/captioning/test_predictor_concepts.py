@@ -4,20 +4,29 @@ captions exactly as before."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 
-from captioning.concepts import ConceptTable
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable
 from captioning.predictor import CaptionPredictor, DecodeOptions
 from tests.support.fixtures import tiny_examples
+from tests.support.wordnet import write_wordnet
+from training.concepts import add_concepts
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_artifacts) -> CaptionPredictor:
-    return CaptionPredictor.from_artifacts(tiny_artifacts)
+def predictor(tiny_artifacts, tmp_path_factory) -> CaptionPredictor:
+    """The tiny model given its concepts after training, from a small WordNet."""
+    artifacts = tmp_path_factory.mktemp("concepts") / "artifacts"
+    shutil.copytree(tiny_artifacts, artifacts)
+    wordnet = write_wordnet(tmp_path_factory.mktemp("wordnet"))
+    manifest = add_concepts(artifacts, wordnet)
+    assert manifest["concepts"]["threshold"] == DEFAULT_CONCEPT_THRESHOLD
+    return CaptionPredictor.from_artifacts(artifacts)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +39,14 @@ def one_hot(table: ConceptTable, word: str, images: int) -> np.ndarray:
     probabilities = np.zeros((images, len(table.words)), np.float32)
     probabilities[:, table.words.index(word)] = 0.9
     return probabilities
+
+
+def test_concepts_added_after_training_keep_the_captions(predictor, photos, tiny_artifacts):
+    plain = CaptionPredictor.from_artifacts(tiny_artifacts)
+    assert plain.concepts is None
+    same = plain.encode(plain.preprocess([image for _, image, _ in tiny_examples()[:4]]))
+    np.testing.assert_allclose(same.pooled, photos.pooled, atol=1e-2 * np.abs(same.pooled).max())
+    assert plain.generate(same, DecodeOptions()) == predictor.generate(photos, DecodeOptions())
 
 
 def test_the_tiny_model_ships_tags_from_its_concept_table(predictor, photos) -> None:

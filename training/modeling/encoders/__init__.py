@@ -55,8 +55,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         EncoderSpec("resnet50", input_size=224, feature_dim=2048, grid_size=7),
     )
 }
-# Lite1 over Lite0: on Flickr8k dev its captions score CIDEr +0.031 (95% interval +0.001 to
-# +0.060, paired bootstrap) for an encoder about 1.3x slower on a CPU; see the README.
+# Lite1 over Lite0: better captions for a somewhat slower encoder (docs/experiments.md).
 DEFAULT_ENCODER = "efficientnet_lite1"
 
 
