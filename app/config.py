@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from captioning.decoding import DEFAULT_BEAM_SIZE
 from captioning.predictor import MAX_BEAM_SIZE
 from captioning.runtime import DEFAULT_RUNTIME, DecoderRuntimeName, RuntimeOptions
 
@@ -50,7 +51,7 @@ class Settings(BaseSettings):
     encoder_max_batch: int = Field(DEFAULT_RUNTIME.encoder_max_batch, ge=0)
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
     blas_threads: int = Field(DEFAULT_RUNTIME.blas_threads, ge=1)
-    default_beam_size: int = Field(3, ge=1, le=MAX_BEAM_SIZE)
+    default_beam_size: int = Field(DEFAULT_BEAM_SIZE, ge=1, le=MAX_BEAM_SIZE)
     # Captions name the photo's most confident concept (a request's `concepts` overrides).
     concepts: bool = True
     # Longest a request may wait for its captions; also bounds the drain on shutdown.

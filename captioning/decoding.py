@@ -18,6 +18,11 @@ import numpy as np
 from captioning import decoder_layers as names
 from captioning.text import END_ID, PAD_ID, START_ID, UNKNOWN_ID
 
+# The decoding defaults, written once: the recipe's beam width and length penalty (a bundle's
+# manifest records the penalty its model was tuned with, and the predictor uses that).
+DEFAULT_BEAM_SIZE = 3
+DEFAULT_LENGTH_PENALTY = 1.0
+
 # Words the decoder may never emit: padding, a second <start>, and the unknown-word token.
 BANNED_IDS = (PAD_ID, START_ID, UNKNOWN_ID)
 NEG_INF = np.float32(-1e9)
@@ -300,7 +305,7 @@ def greedy_decode(
     pooled: np.ndarray,
     max_length: int,
     return_attention: bool = False,
-    length_penalty: float = 0.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     no_repeat_ngram: int = 0,
     runtime: StepRuntime | None = None,
 ) -> list[Hypothesis]:
@@ -376,7 +381,7 @@ def beam_search(
     beam_size: int,
     max_length: int,
     num_results: int = 1,
-    length_penalty: float = 0.5,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     return_attention: bool = False,
     no_repeat_ngram: int = 0,
     runtime: StepRuntime | None = None,
@@ -510,7 +515,7 @@ def constrained_beam_search(
     beam_size: int,
     max_length: int,
     num_results: int = 1,
-    length_penalty: float = 0.5,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     return_attention: bool = False,
     no_repeat_ngram: int = 0,
     runtime: StepRuntime | None = None,

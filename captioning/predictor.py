@@ -14,6 +14,8 @@ from PIL import Image
 from captioning.bundle import ENCODER_TFLITE, ArtifactBundle, ArtifactError, load_bundle
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoding import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_LENGTH_PENALTY,
     DecoderWeights,
     Hypothesis,
     beam_search,
@@ -35,8 +37,6 @@ from captioning.types import Caption, CaptionResult
 logger = logging.getLogger(__name__)
 
 MAX_BEAM_SIZE = 10
-DEFAULT_BEAM_SIZE = 3
-DEFAULT_LENGTH_PENALTY = 0.5
 DEFAULT_NO_REPEAT_NGRAM = 3
 
 

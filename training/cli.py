@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from captioning.decoding import DEFAULT_BEAM_SIZE
 from training.config import TrainConfig
 
 logger = logging.getLogger("training")
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
-    evaluate.add_argument("--beam-size", type=int, default=3)
+    evaluate.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
     evaluate.add_argument(
         "--decoder-runtime",
         default="auto",
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("paths", type=Path, nargs="+")
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
-    caption.add_argument("--beam-size", type=int, default=3)
+    caption.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
     _add_concept_commands(commands, evaluate, caption)
     return parser
 
@@ -143,7 +144,7 @@ def _add_concept_commands(
     )
     open_world.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     open_world.add_argument("--output", type=Path, default=Path("work/eval-open"))
-    open_world.add_argument("--beam-size", type=int, default=3)
+    open_world.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
     open_world.add_argument("--no-concepts", action="store_true")
     for command in (evaluate, open_world):
         command.add_argument(

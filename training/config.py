@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captioning.decoding import DEFAULT_LENGTH_PENALTY
+
 # = training.modeling.encoders.DEFAULT_ENCODER (a test checks), named here so that reading the
 # configuration does not import Keras: `caption` and `evaluate` serve without TensorFlow.
 DEFAULT_BACKBONE = "efficientnet_lite1"
@@ -67,7 +69,9 @@ class TrainConfig:
         None, "stop cross-entropy early so that the whole run fits (export included)"
     )
     eval_beam_size: int = option(3, "beam size for dev scoring; the service's default too")
-    length_penalty: float = option(1.0, "beam score = log-prob / length**penalty")
+    length_penalty: float = option(
+        DEFAULT_LENGTH_PENALTY, "beam score = log-prob / length**penalty"
+    )
     no_repeat_ngram: int = option(3, "decoding never repeats an n-gram of this size (0: off)")
     weight_average: float = option(
         0.999, "decay of the weight moving average used for dev scoring and export (0: off)"

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from captioning.decoding import DEFAULT_BEAM_SIZE
 from captioning.images import ImageError
 from captioning.offline import BATCH_SIZE, caption_batch, caption_row, expand_paths, format_row
 from captioning.predictor import CaptionPredictor, DecodeOptions
@@ -136,7 +137,7 @@ def write_html_report(
     output: Path,
 ) -> None:
     """Images with the generated caption, the references, and per-word attention maps."""
-    options = DecodeOptions(beam_size=3, return_attention=True)
+    options = DecodeOptions(beam_size=DEFAULT_BEAM_SIZE, return_attention=True)
     rows = []
     for path, refs in zip(paths, references, strict=True):
         image = predictor.read_image(path)

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioning.bundle import atomic_write
-from captioning.decoding import DecoderWeights, beam_search
+from captioning.decoding import DEFAULT_LENGTH_PENALTY, DecoderWeights, beam_search
 from captioning.text import END_ID, PAD_ID, START_ID, Vocabulary
 from training.callbacks import DevSelection, WeightAverage, averaged_weights
 from training.cider import CiderD
@@ -57,7 +57,7 @@ class SelfCriticalConfig:
     candidates_per_image: int = 5  # the beam size, and the n-best list's length
     batch_images: int = 32
     clipnorm: float = 5.0
-    length_penalty: float = 1.0  # the trainer passes its own, which the manifest records
+    length_penalty: float = DEFAULT_LENGTH_PENALTY  # the trainer passes its own
     no_repeat_ngram: int = 3
 
 
