@@ -398,24 +398,12 @@ def beam_search(
         raise ValueError("need beam_size >= 1 and 1 <= num_results <= beam_size")
     stepper = _Stepper(weights, grid, pooled, runtime)
     batch, vocab = len(pooled), weights.logits[1].shape[0]
-    rows = batch * beam_size
-    # Every per-beam array is flat, (images * beam_size, ...): reordering the beams after a
-    # step is then one fancy index per array.
+    beams = _Beams.start(stepper, batch, beam_size)
     first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
-    h = np.repeat(stepper.h0, beam_size, axis=0)
-    c = np.repeat(stepper.c0, beam_size, axis=0)
-    tokens = np.full(rows, START_ID, dtype=np.int64)
-    # Only the first beam of each image is alive at the start, so the beams do not duplicate.
-    beam_log_prob = np.full(rows, -np.inf)
-    beam_log_prob[::beam_size] = 0.0
-    lengths = np.zeros(rows, np.int64)
-    finished = np.zeros(rows, bool)
-    history = np.zeros((rows, 0), np.int64)
-    maps = np.zeros((rows, 0, stepper.keys.shape[1]), np.float32)
     # Added to the log-probs: NEG_INF where a word may not come next (a repeated n-gram, or
     # anything but <end> at the length limit).
-    no_penalty = np.zeros((rows, vocab), np.float32)
-    only_end = np.full((rows, vocab), NEG_INF, np.float32)
+    no_penalty = np.zeros((len(beams), vocab), np.float32)
+    only_end = np.full((len(beams), vocab), NEG_INF, np.float32)
     only_end[:, END_ID] = 0.0
     active = np.arange(batch)  # the images still searching, by their index in `grid`
     results: list[_FinishedBeams | None] = [None] * batch
@@ -426,41 +414,26 @@ def beam_search(
             penalty = only_end
         elif no_repeat_ngram and step >= no_repeat_ngram - 1:
             penalty = no_penalty.copy()
-            _block_repeated_ngrams(penalty, history, no_repeat_ngram)
+            _block_repeated_ngrams(penalty, beams.history, no_repeat_ngram)
         top_scores, top, h, c, attention = stepper.beam_step(
-            tokens, h, c, beam_size, beam_log_prob, finished, penalty
+            beams.tokens, beams.h, beams.c, beam_size, beams.log_prob, beams.finished, penalty
         )
         top = top.reshape(-1)
-        beam_log_prob = top_scores.reshape(-1).astype(np.float64)
         parent = first_row + top // vocab
-        word = top % vocab
-        was_finished = finished[parent]
-        lengths = lengths[parent] + ~was_finished
-        finished = was_finished | (word == END_ID)
-        history = np.concatenate([history[parent], word[:, None]], axis=1)
-        if return_attention:
-            maps = np.concatenate([maps[parent], attention[parent, None]], axis=1)
-        h, c = h[parent], c[parent]
-        tokens = word
-        done = finished.reshape(-1, beam_size).all(axis=1) | (step == max_length)
+        beams.advance(
+            parent, top % vocab, top_scores.reshape(-1).astype(np.float64), h, c, attention,
+            return_attention,
+        )  # fmt: skip
+        done = beams.finished.reshape(-1, beam_size).all(axis=1) | (step == max_length)
         if not done.any():
             continue
-        for index in np.flatnonzero(done):
-            beams = slice(index * beam_size, (index + 1) * beam_size)
-            results[active[index]] = _FinishedBeams(
-                history[beams], maps[beams], beam_log_prob[beams], lengths[beams]
-            )
-        keep = np.flatnonzero(~done)
+        keep = beams.retire(done, active, results, beam_size)
         if not len(keep):
             break
-        kept_rows = (keep[:, None] * beam_size + np.arange(beam_size)).reshape(-1)
-        h, c, tokens, finished = h[kept_rows], c[kept_rows], tokens[kept_rows], finished[kept_rows]
-        beam_log_prob, lengths = beam_log_prob[kept_rows], lengths[kept_rows]
-        history, maps = history[kept_rows], maps[kept_rows]
         active = active[keep]
         stepper.keep_images(keep)
-        first_row = first_row[: len(kept_rows)]
-        no_penalty, only_end = no_penalty[: len(kept_rows)], only_end[: len(kept_rows)]
+        first_row = first_row[: len(beams)]
+        no_penalty, only_end = no_penalty[: len(beams)], only_end[: len(beams)]
     # Every image is in `results` now: the step at `max_length` ends every search.
     return _collect_beams(
         cast(list[_FinishedBeams], results),
@@ -468,6 +441,84 @@ def beam_search(
         length_penalty,
         return_attention,
     )
+
+
+@dataclass
+class _Beams:
+    """Every image's beams as flat per-row arrays, (images * width, ...), `width` rows per
+    image: reordering the beams after a step is then one fancy index per array."""
+
+    h: np.ndarray
+    c: np.ndarray
+    tokens: np.ndarray  # the last word of each beam
+    log_prob: np.ndarray
+    lengths: np.ndarray  # words so far, <end> included
+    finished: np.ndarray
+    history: np.ndarray  # (rows, steps) words
+    maps: np.ndarray  # (rows, steps, regions), or no steps without attention
+
+    @classmethod
+    def start(cls, stepper: _Stepper, images: int, width: int) -> _Beams:
+        rows = images * width
+        log_prob = np.full(rows, -np.inf)
+        # Only the first beam of each image is alive at the start, so the beams do not duplicate.
+        log_prob[::width] = 0.0
+        return cls(
+            h=np.repeat(stepper.h0, width, axis=0),
+            c=np.repeat(stepper.c0, width, axis=0),
+            tokens=np.full(rows, START_ID, dtype=np.int64),
+            log_prob=log_prob,
+            lengths=np.zeros(rows, np.int64),
+            finished=np.zeros(rows, bool),
+            history=np.zeros((rows, 0), np.int64),
+            maps=np.zeros((rows, 0, stepper.keys.shape[1]), np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def advance(
+        self,
+        parent: np.ndarray,
+        word: np.ndarray,
+        log_prob: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        attention: np.ndarray,
+        return_attention: bool,
+    ) -> None:
+        """The new beams: each extends row `parent` (of the step's `h`, `c` and `attention`,
+        which are not yet reordered) with `word`, now scoring `log_prob`."""
+        was_finished = self.finished[parent]
+        self.lengths = self.lengths[parent] + ~was_finished
+        self.finished = was_finished | (word == END_ID)
+        self.history = np.concatenate([self.history[parent], word[:, None]], axis=1)
+        if return_attention:
+            self.maps = np.concatenate([self.maps[parent], attention[parent, None]], axis=1)
+        self.h, self.c, self.tokens, self.log_prob = h[parent], c[parent], word, log_prob
+
+    def retire(
+        self,
+        done: np.ndarray,
+        active: np.ndarray,
+        results: list[_FinishedBeams | None],
+        width: int,
+        first: int = 0,
+    ) -> np.ndarray:
+        """Record the `done` images' beams (rows `first`.. of each image's `width`) in
+        `results`, by their index in `active`, and go on with the others' rows only;
+        returns the kept images' positions."""
+        for index in np.flatnonzero(done):
+            rows = slice(index * width + first, (index + 1) * width)
+            results[active[index]] = _FinishedBeams(
+                self.history[rows], self.maps[rows], self.log_prob[rows], self.lengths[rows]
+            )
+        keep = np.flatnonzero(~done)
+        if len(keep):
+            kept = (keep[:, None] * width + np.arange(width)).reshape(-1)
+            for name in ("h", "c", "tokens", "log_prob", "lengths", "finished", "history", "maps"):
+                setattr(self, name, getattr(self, name)[kept])
+        return keep
 
 
 @dataclass(frozen=True)
@@ -536,18 +587,8 @@ def constrained_beam_search(
     if len(required) != batch or not all(required):
         raise ValueError("every image needs at least one required word")
     stepper = _Stepper(weights, grid, pooled, runtime)
-    rows = batch * width
+    beams = _Beams.start(stepper, batch, width)
     first_row = np.repeat(np.arange(batch) * width, width)
-    h = np.repeat(stepper.h0, width, axis=0)
-    c = np.repeat(stepper.c0, width, axis=0)
-    tokens = np.full(rows, START_ID, dtype=np.int64)
-    beam_log_prob = np.full(rows, -np.inf)
-    beam_log_prob[::width] = 0.0  # the first caption-without-the-word of each image
-    lengths = np.zeros(rows, np.int64)
-    finished = np.zeros(rows, bool)
-    history = np.zeros((rows, 0), np.int64)
-    maps = np.zeros((rows, 0, stepper.keys.shape[1]), np.float32)
-    finished_row64 = stepper.finished_row
     # The required words as an (images, S) array, padded with the first word but masked out.
     widest = max(len(words) for words in required)
     word_of = np.array([[*w, *[w[0]] * (widest - len(w))] for w in required], np.int64)
@@ -556,70 +597,66 @@ def constrained_beam_search(
     results: list[_FinishedBeams | None] = [None] * batch
 
     for step in range(max_length + 1):
-        log_probs, h, c, attention = stepper.step(tokens, h, c, width)
+        log_probs, h, c, attention = stepper.step(beams.tokens, beams.h, beams.c, width)
         log_probs = log_probs.astype(np.float64)
         if step == max_length:
             log_probs = _only_end(log_probs)
         elif no_repeat_ngram and step >= no_repeat_ngram - 1:
-            _block_repeated_ngrams(log_probs, history, no_repeat_ngram)
-        log_probs[finished] = finished_row64
-        images = len(active)
-        candidates = (beam_log_prob[:, None] + log_probs).reshape(images, width, vocab)
-        without, with_word = candidates[:, :beam_size], candidates[:, beam_size:]
-        image_index = np.arange(images)[:, None]
-        # (images, K, S): a caption without the word writes one of them now.
-        entering = np.take_along_axis(without, word_of[:, None, :].repeat(beam_size, 1), 2)
-        entering = np.where(allowed[:, None, :], entering, -np.inf)
-        staying = without.copy()
-        staying[image_index, :, word_of] = -np.inf
-        staying[:, :, END_ID] = -np.inf  # a caption may not end without the word
-        pool = np.concatenate([with_word.reshape(images, -1), entering.reshape(images, -1)], 1)
-        keep_without = _top(staying.reshape(images, -1), beam_size)
-        keep_with = _top(pool, beam_size)
-        scores_without = np.take_along_axis(staying.reshape(images, -1), keep_without, 1)
-        scores_with = np.take_along_axis(pool, keep_with, 1)
-        # Parents (beam index within the image's 2K rows) and words of the new beams.
-        parent_without, word_without = keep_without // vocab, keep_without % vocab
-        from_pool = keep_with < beam_size * vocab
-        entered = np.maximum(keep_with - beam_size * vocab, 0)  # index into (K, S)
-        parent_with = np.where(from_pool, beam_size + keep_with // vocab, entered // widest)
-        word_with = np.where(
-            from_pool, keep_with % vocab, np.take_along_axis(word_of, entered % widest, 1)
+            _block_repeated_ngrams(log_probs, beams.history, no_repeat_ngram)
+        log_probs[beams.finished] = stepper.finished_row
+        candidates = beams.log_prob[:, None] + log_probs
+        parent, word, log_prob = _constrained_top(
+            candidates.reshape(len(active), width, vocab), word_of, allowed
         )
-        parent = first_row + np.concatenate([parent_without, parent_with], axis=1).reshape(-1)
-        word = np.concatenate([word_without, word_with], axis=1).reshape(-1)
-        beam_log_prob = np.concatenate([scores_without, scores_with], axis=1).reshape(-1)
-        was_finished = finished[parent]
-        lengths = lengths[parent] + ~was_finished
-        finished = was_finished | (word == END_ID)
-        history = np.concatenate([history[parent], word[:, None]], axis=1)
-        if return_attention:
-            maps = np.concatenate([maps[parent], attention[parent, None]], axis=1)
-        h, c, tokens = h[parent], c[parent], word
-        grouped = finished.reshape(images, width)[:, beam_size:]
-        best_without = beam_log_prob.reshape(images, width)[:, :beam_size].max(axis=1)
-        worst_with = beam_log_prob.reshape(images, width)[:, beam_size:].min(axis=1)
-        done = (grouped.all(axis=1) & (best_without < worst_with)) | (step == max_length)
+        beams.advance(first_row + parent, word, log_prob, h, c, attention, return_attention)
+        scores = beams.log_prob.reshape(-1, width)
+        with_word = beams.finished.reshape(-1, width)[:, beam_size:]
+        cannot_improve = scores[:, :beam_size].max(axis=1) < scores[:, beam_size:].min(axis=1)
+        done = (with_word.all(axis=1) & cannot_improve) | (step == max_length)
         if not done.any():
             continue
-        for index in np.flatnonzero(done):
-            beams = slice(index * width + beam_size, (index + 1) * width)
-            results[active[index]] = _FinishedBeams(
-                history[beams], maps[beams], beam_log_prob[beams], lengths[beams]
-            )
-        keep = np.flatnonzero(~done)
+        keep = beams.retire(done, active, results, width, first=beam_size)
         if not len(keep):
             break
-        kept_rows = (keep[:, None] * width + np.arange(width)).reshape(-1)
-        h, c, tokens, finished = h[kept_rows], c[kept_rows], tokens[kept_rows], finished[kept_rows]
-        beam_log_prob, lengths = beam_log_prob[kept_rows], lengths[kept_rows]
-        history, maps = history[kept_rows], maps[kept_rows]
         active, word_of, allowed = active[keep], word_of[keep], allowed[keep]
         stepper.keep_images(keep)
-        first_row = first_row[: len(kept_rows)]
+        first_row = first_row[: len(beams)]
     return _collect_beams(
         cast(list[_FinishedBeams], results), num_results, length_penalty, return_attention
     )
+
+
+def _constrained_top(
+    candidates: np.ndarray, word_of: np.ndarray, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step's new beams from (images, 2K, V) candidate scores, the first K rows of each
+    image without the required word, the last K with it: returns each new beam's parent
+    (within its image's 2K rows), word and score, flat, without-the-word beams first."""
+    images, width, vocab = candidates.shape
+    beam_size, widest = width // 2, word_of.shape[1]
+    without, with_word = candidates[:, :beam_size], candidates[:, beam_size:]
+    # (images, K, S): a caption without the word writes one of them now.
+    entering = np.take_along_axis(without, word_of[:, None, :].repeat(beam_size, 1), 2)
+    entering = np.where(allowed[:, None, :], entering, -np.inf)
+    staying = without.copy()
+    staying[np.arange(images)[:, None], :, word_of] = -np.inf
+    staying[:, :, END_ID] = -np.inf  # a caption may not end without the word
+    staying = staying.reshape(images, -1)
+    pool = np.concatenate([with_word.reshape(images, -1), entering.reshape(images, -1)], 1)
+    keep_without, keep_with = _top(staying, beam_size), _top(pool, beam_size)
+    from_pool = keep_with < beam_size * vocab
+    entered = np.maximum(keep_with - beam_size * vocab, 0)  # index into (K, S)
+    parent_with = np.where(from_pool, beam_size + keep_with // vocab, entered // widest)
+    word_with = np.where(
+        from_pool, keep_with % vocab, np.take_along_axis(word_of, entered % widest, 1)
+    )
+    parent = np.concatenate([keep_without // vocab, parent_with], axis=1).reshape(-1)
+    word = np.concatenate([keep_without % vocab, word_with], axis=1).reshape(-1)
+    scores = np.concatenate(
+        [np.take_along_axis(staying, keep_without, 1), np.take_along_axis(pool, keep_with, 1)],
+        axis=1,
+    ).reshape(-1)
+    return parent, word, scores
 
 
 def _top(candidates: np.ndarray, k: int) -> np.ndarray:

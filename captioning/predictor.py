@@ -252,7 +252,9 @@ class CaptionPredictor:
 
         With `options.concepts`, an image whose caption does not name its most specific
         confident concept is decoded again, constrained to name it."""
-        hypotheses = self._decode(encoded, options)
+        max_length = min(options.max_length or self.max_length, self.max_length)
+        penalty, ngram = self.decoding_settings(options)
+        hypotheses = self._decode(encoded, options, max_length, penalty, ngram)
         subjects = self._subjects(encoded) if options.concepts else [None] * len(encoded)
         for index, subject in enumerate(subjects):
             if subject is not None and subject.named.intersection(hypotheses[index][0].token_ids):
@@ -264,8 +266,6 @@ class CaptionPredictor:
             and not subject.written.keys() & set(hypotheses[index][0].token_ids)
         ]
         if missing:
-            max_length = min(options.max_length or self.max_length, self.max_length)
-            penalty, ngram = self.decoding_settings(options)
             chosen = encoded[missing]
             constrained = constrained_beam_search(
                 self.weights, chosen.grid, chosen.pooled,
@@ -280,24 +280,26 @@ class CaptionPredictor:
             for per_image, subject in zip(hypotheses, subjects, strict=True)
         ]
 
-    def _decode(self, encoded: EncodedImages, options: DecodeOptions) -> list[list[Hypothesis]]:
-        max_length = min(options.max_length or self.max_length, self.max_length)
-        penalty, ngram = self.decoding_settings(options)
+    def _decode(
+        self,
+        encoded: EncodedImages,
+        options: DecodeOptions,
+        max_length: int,
+        penalty: float,
+        ngram: int,
+    ) -> list[list[Hypothesis]]:
         if options.beam_size == 1:
-            hypotheses = [
+            return [
                 [hyp]
                 for hyp in greedy_decode(
                     self.weights, encoded.grid, encoded.pooled, max_length,
                     options.return_attention, penalty, ngram, self.decoder_step,
                 )
             ]  # fmt: skip
-        else:
-            hypotheses = beam_search(
-                self.weights, encoded.grid, encoded.pooled, options.beam_size, max_length,
-                options.num_captions, penalty, options.return_attention, ngram,
-                self.decoder_step,
-            )  # fmt: skip
-        return hypotheses
+        return beam_search(
+            self.weights, encoded.grid, encoded.pooled, options.beam_size, max_length,
+            options.num_captions, penalty, options.return_attention, ngram, self.decoder_step,
+        )  # fmt: skip
 
     def caption_images(
         self, images: Sequence[Image.Image], options: DecodeOptions | None = None

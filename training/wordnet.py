@@ -45,6 +45,7 @@ class WordNet:
         self.irregular_plurals = irregular_plurals or {}  # singular -> plural ("mouse": "mice")
         self.verbs = verbs  # lemmas that are also verbs: their "-s" form may read as one
         self._kinds: dict[str, str | None] = {}
+        self._things: dict[str, bool] = {}
 
     @classmethod
     def load(cls, directory: Path | str = DEFAULT_WORDNET_DIR) -> WordNet:
@@ -139,8 +140,10 @@ class WordNet:
         return bool(offsets) and self._is_thing(offsets[0])
 
     def _is_thing(self, offset: str) -> bool:
-        ancestors = {s.offset for _, s in self.ancestors("n" + offset)}
-        return PHYSICAL_ENTITY in ancestors and PERSON not in ancestors
+        if offset not in self._things:  # asked for every sense of every candidate word
+            ancestors = {s.offset for _, s in self.ancestors("n" + offset)}
+            self._things[offset] = PHYSICAL_ENTITY in ancestors and PERSON not in ancestors
+        return self._things[offset]
 
     def is_a(self, wnid: str, ancestor_wnid: str) -> bool:
         target = self.synset(ancestor_wnid).offset
