@@ -22,6 +22,17 @@ class Caption:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """Something grounding found in the photo, which the caption may then mention: what,
+    how sure, how many, and where (photo pixels) when a detector says."""
+
+    label: str  # "person", "dog", "cat", ...
+    score: float  # 0..1
+    count: int | None = None  # None: present, number unknown
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2
+
+
+@dataclass(frozen=True)
 class CaptionResult:
     """The n-best captions of one image, best first."""
 
@@ -29,6 +40,8 @@ class CaptionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The image's concepts at or above the model's threshold, most likely first.
     tags: tuple[Tag, ...] = ()
+    # What grounding found, which decided the words the captions may use (empty: not grounded).
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def best(self) -> Caption:
