@@ -2,7 +2,7 @@
 
 Requests put one image each on a bounded queue. A collector task takes up to `max_batch_size`
 images (waiting at most `max_wait_s` after the first one for more to arrive), runs the encoder
-once for all of them and the decoder once per group of identical `DecodeOptions`. While a batch
+once for all of them and the decoder once per group of identical `SearchSettings`. While a batch
 runs, new requests queue up and form the next, larger, batch: under load batches grow by
 themselves.
 
@@ -24,29 +24,27 @@ import numpy as np
 
 from app.errors import OverloadedError, ShuttingDownError
 from app.metrics import Metrics
-from captioning.concepts import Tag
-from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
-from captioning.types import Caption
+from captioning.search_settings import SearchSettings
+from captioning.types import CaptionResult, EncodedImages, Predictor
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BatchOutput:
-    """The captions of one image, and where its time went."""
+    """The captions of one image (with its tags and evidence), and where its time went."""
 
-    captions: tuple[Caption, ...]
-    tags: tuple[Tag, ...]  # the image's confident concepts, most likely first
+    result: CaptionResult
     queue_ms: float
     encode_ms: float  # of the whole batch the image was part of
-    generate_ms: float  # of its group of identical options
+    generate_ms: float  # of its group of identical search settings
     batch_size: int
 
 
 @dataclass(eq=False)
 class _Job:
     pixels: np.ndarray  # (size, size, 3) float32, already preprocessed
-    options: DecodeOptions
+    settings: SearchSettings
     future: asyncio.Future[BatchOutput]
     enqueued_at: float = field(default_factory=time.perf_counter)
     queue_ms: float = 0.0
@@ -55,7 +53,7 @@ class _Job:
 class MicroBatcher:
     def __init__(
         self,
-        predictor: CaptionPredictor,
+        predictor: Predictor,
         executor: Executor,
         *,
         max_batch_size: int,
@@ -96,22 +94,22 @@ class MicroBatcher:
             )
 
     def submit_many(
-        self, pixels: list[np.ndarray], options: DecodeOptions
+        self, pixels: list[np.ndarray], settings: SearchSettings
     ) -> list[asyncio.Future[BatchOutput]]:
         """Queue several images at once, all or none (one request is never half-refused)."""
         self.ensure_room(len(pixels))
         loop = asyncio.get_running_loop()
         futures = []
         for image in pixels:
-            job = _Job(image, options, loop.create_future())
+            job = _Job(image, settings, loop.create_future())
             self._queue.put_nowait(job)
             futures.append(job.future)
         self._waiting += len(pixels)
         self._report_depth()
         return futures
 
-    async def submit(self, pixels: np.ndarray, options: DecodeOptions) -> BatchOutput:
-        (future,) = self.submit_many([pixels], options)
+    async def submit(self, pixels: np.ndarray, settings: SearchSettings) -> BatchOutput:
+        (future,) = self.submit_many([pixels], settings)
         return await future
 
     def retry_after_s(self) -> int:
@@ -236,16 +234,15 @@ class MicroBatcher:
         self, jobs: list[_Job], encoded: EncodedImages, encode_ms: float
     ) -> list[BatchOutput | Exception]:
         """Decoder thread: one decoder call per distinct option set."""
-        groups: dict[DecodeOptions, list[int]] = {}
+        groups: dict[SearchSettings, list[int]] = {}
         for index, job in enumerate(jobs):
-            groups.setdefault(job.options, []).append(index)
+            groups.setdefault(job.settings, []).append(index)
         outcomes: list[BatchOutput | Exception] = [RuntimeError("not generated")] * len(jobs)
-        tags = self._predictor.tags(encoded)
-        for options, indices in groups.items():
+        for settings, indices in groups.items():
             group_started = time.perf_counter()
             try:
                 subset = encoded if len(groups) == 1 else encoded[indices]
-                captions = self._predictor.generate(subset, options)
+                results = self._predictor.generate(subset, settings)
             except Exception as exc:  # only this group fails; the others still get captions
                 logger.error("caption decoding failed for %d images", len(indices), exc_info=exc)
                 for index in indices:
@@ -253,14 +250,13 @@ class MicroBatcher:
                 continue
             generate_ms = (time.perf_counter() - group_started) * 1000
             self._observe("generate", generate_ms)
-            for index, image_captions in zip(indices, captions, strict=True):
-                if not image_captions:  # never answer 200 with an empty caption
+            for index, result in zip(indices, results, strict=True):
+                if not result.captions:  # never answer 200 with an empty caption
                     logger.error("the model returned no caption for an image")
                     outcomes[index] = RuntimeError("the model returned no caption")
                     continue
                 outcomes[index] = BatchOutput(
-                    captions=tuple(image_captions),
-                    tags=tags[index],
+                    result=result,
                     queue_ms=jobs[index].queue_ms,
                     encode_ms=encode_ms,
                     generate_ms=generate_ms,

@@ -9,9 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from captioning.decoding import DEFAULT_BEAM_SIZE
-from captioning.predictor import MAX_BEAM_SIZE
 from captioning.runtime import DEFAULT_RUNTIME, DecoderRuntimeName, RuntimeOptions
+from captioning.search_settings import MAX_BEAM_SIZE
 
 MiB = 1024 * 1024
 
@@ -51,7 +50,8 @@ class Settings(BaseSettings):
     encoder_max_batch: int = Field(DEFAULT_RUNTIME.encoder_max_batch, ge=0)
     # BLAS threads for the NumPy decoder (1 is fastest for per-request batch sizes).
     blas_threads: int = Field(DEFAULT_RUNTIME.blas_threads, ge=1)
-    default_beam_size: int = Field(DEFAULT_BEAM_SIZE, ge=1, le=MAX_BEAM_SIZE)
+    # None: the model's (its manifest's `decoder.default_beam_size`, the recipe's 3).
+    default_beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE)
     # Captions name the photo's most confident concept (a request's `concepts` overrides).
     concepts: bool = True
     # Longest a request may wait for its captions; also bounds the drain on shutdown.

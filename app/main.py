@@ -18,7 +18,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api.routes import public_router, router
+from app.api.routes import UPLOAD_ROUTES, public_router, router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.log import configure_logging
@@ -94,9 +94,10 @@ def create_app(
     _add_offline_docs(app)
 
     def body_limit(path: str, content_type: str | None) -> int:
-        files = {"/caption": 1, "/captions": settings.max_images_per_request}.get(path)
-        if files is None:
+        route = UPLOAD_ROUTES.get(path)
+        if route is None:
             return SMALL_BODY_BYTES
+        files = route.max_files(settings)
         if is_json(content_type):  # base64 takes 4 characters for every 3 bytes
             return json_body_limit(settings.max_upload_bytes, files)
         return settings.max_upload_bytes * files + MULTIPART_OVERHEAD_BYTES

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import ErrorInfo, UploadTooLargeError, describe
 from app.log import request_id_var
 from app.metrics import Metrics
-from app.uploads import format_bytes
+from app.uploads import too_large
 
 if TYPE_CHECKING:
     from app.service import CaptionService
@@ -146,7 +146,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise UploadTooLargeError(_too_large(limit))
+                    raise too_large("the request body", limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -169,9 +169,5 @@ def _check_content_length(value: str | None, limit: int) -> ErrorInfo | None:
     if not value.isdigit():
         return ErrorInfo(400, "bad_request", "the Content-Length header is not a number")
     if int(value) > limit:
-        return describe(UploadTooLargeError(_too_large(limit)))
+        return describe(too_large("the request body", limit))
     return None
-
-
-def _too_large(limit: int) -> str:
-    return f"the request body is larger than the {format_bytes(limit)} limit"

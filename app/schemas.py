@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from captioning.predictor import MAX_BEAM_SIZE
+from captioning.search_settings import MAX_BEAM_SIZE
 
 # Upper bound on max_length before the model is known; the model's own maximum is checked too.
 MAX_CAPTION_WORDS = 50
@@ -80,6 +80,19 @@ class CaptionHypothesis(BaseModel):
     )
 
 
+class EvidenceItem(BaseModel):
+    label: str = Field(examples=["person"])
+    score: float = Field(
+        description="How sure grounding is that the photo shows it (0-1).", examples=[0.97]
+    )
+    count: int | None = Field(
+        None, description="How many, when grounding can tell: 1, or 2 for two or more."
+    )
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="x1, y1, x2, y2 in the photo's pixels, when a detector found it."
+    )
+
+
 class TagItem(BaseModel):
     word: str = Field(examples=["cat"])
     probability: float = Field(
@@ -105,6 +118,12 @@ class CaptionResponse(BaseModel):
         "concepts at or above the model's threshold (manifest `concepts.threshold`, 0.4). "
         "Empty when none is confident or the model has no concepts.",
         examples=[[{"word": "cat", "probability": 0.93}, {"word": "tabby", "probability": 0.61}]],
+    )
+    evidence: list[EvidenceItem] = Field(
+        default_factory=list,
+        description="What grounding found in the photo, which decides the people, animals "
+        "and counts a caption may mention. Empty when grounding is off or the model has none.",
+        examples=[[{"label": "person", "score": 0.97, "count": 2}]],
     )
     width: int = Field(description="Image width after EXIF rotation.", examples=[640])
     height: int = Field(description="Image height after EXIF rotation.", examples=[480])

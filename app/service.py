@@ -18,7 +18,6 @@ from pathlib import Path
 
 import anyio
 import numpy as np
-from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from app.batching import BatchOutput, MicroBatcher
@@ -29,7 +28,6 @@ from app.errors import (
     InferenceTimeoutError,
     NotReadyError,
     ShuttingDownError,
-    UploadTooLargeError,
     describe,
 )
 from app.metrics import Metrics
@@ -38,29 +36,27 @@ from app.schemas import (
     CaptionResponse,
     ErrorDetail,
     ErrorResponse,
+    EvidenceItem,
     TagItem,
     Timings,
     WordAttention,
 )
-from app.uploads import UploadedFile, format_bytes
+from app.uploads import UploadedFile
 from captioning.bundle import ArtifactError
 from captioning.images import decode_upload
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
 from captioning.runtime import DEFAULT_RUNTIME, RuntimeOptions
-from captioning.types import Caption
+from captioning.search_settings import SearchSettings
+from captioning.types import Caption, Predictor
 
 logger = logging.getLogger(__name__)
 
-PredictorFactory = Callable[[Path], CaptionPredictor]
+PredictorFactory = Callable[[Path], Predictor]
 ATTENTION_DECIMALS = 4  # plenty for a heatmap; keeps the JSON small
 
 
-class SelfTestError(RuntimeError):
-    """The model loaded but computes nonsense (NaN features, no caption): do not serve it."""
-
-
 def real_predictor_factory(*, runtime: RuntimeOptions = DEFAULT_RUNTIME) -> PredictorFactory:
-    def load(path: Path) -> CaptionPredictor:
+    def load(path: Path) -> Predictor:
         # Decoding multiplies small matrices: extra BLAS threads only spin and, with other
         # threads busy, made one caption 30x slower (measured). Process-wide on purpose.
         threadpool_limits(runtime.blas_threads, user_api="blas")
@@ -74,6 +70,15 @@ class State(Enum):
     READY = "ready"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A serving service's parts, as a request finds them once (`require_ready`)."""
+
+    predictor: Predictor
+    batcher: MicroBatcher
+    search: SearchSettings  # the model's search settings with the server's defaults
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class CaptionService:
         self.metrics = metrics
         self._factory = predictor_factory
         self.state = State.STARTING
-        self.predictor: CaptionPredictor | None = None
+        self._ready: Ready | None = None
         self._batcher: MicroBatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._decode_executor: ThreadPoolExecutor | None = None
@@ -128,7 +133,10 @@ class CaptionService:
             metrics=self.metrics,
         )
         self._batcher.start()
-        self.predictor = predictor
+        search = predictor.search.with_options(
+            beam_size=settings.default_beam_size, concepts=settings.concepts
+        )
+        self._ready = Ready(predictor, self._batcher, search)
         self.state = State.READY
         self.metrics.ready.set(1)
         logger.info(
@@ -138,14 +146,13 @@ class CaptionService:
             settings.artifacts_dir,
         )
 
-    async def _load(self, executor: ThreadPoolExecutor) -> CaptionPredictor:
+    async def _load(self, executor: ThreadPoolExecutor) -> Predictor:
         loop = asyncio.get_running_loop()
         artifacts_dir = self.settings.artifacts_dir
         try:
             predictor = await loop.run_in_executor(executor, self._factory, artifacts_dir)
-            await loop.run_in_executor(executor, _self_test, predictor)
-            await loop.run_in_executor(executor, predictor.warmup)
-        except (ArtifactError, SelfTestError) as exc:  # the message names file and problem
+            await loop.run_in_executor(executor, predictor.warmup)  # also checks the outputs
+        except ArtifactError as exc:  # the message names file and problem
             logger.error("cannot start: %s (artifacts_dir=%s)", exc, artifacts_dir)
             raise
         except Exception:
@@ -173,9 +180,14 @@ class CaptionService:
         self.state = State.STOPPED
         logger.info("stopped")
 
-    def require_ready(self) -> tuple[CaptionPredictor, MicroBatcher]:
-        if self.state is State.READY and self.predictor and self._batcher:
-            return self.predictor, self._batcher
+    @property
+    def predictor(self) -> Predictor | None:
+        return self._ready.predictor if self._ready else None
+
+    def require_ready(self) -> Ready:
+        """What a request needs, once per request; raises 503 while starting or draining."""
+        if self.state is State.READY and self._ready is not None:
+            return self._ready
         if self.state in (State.DRAINING, State.STOPPED):
             raise ShuttingDownError("the server is shutting down")
         raise NotReadyError("the model is still loading; retry shortly")
@@ -185,25 +197,27 @@ class CaptionService:
         return self._batcher.depth if self._batcher else 0
 
     # --- captioning --------------------------------------------------------------------------
-    async def caption_one(self, data: bytes, options: DecodeOptions) -> CaptionResponse:
+    async def caption_one(
+        self, ready: Ready, data: bytes | bytearray, settings: SearchSettings
+    ) -> CaptionResponse:
         started = time.perf_counter()
-        predictor, batcher = self.require_ready()
+        predictor, batcher = ready.predictor, ready.batcher
         batcher.ensure_room(1)  # refuse before spending time on decoding
         try:
             decoded = await self._decode(predictor, data)
-            output = await self._wait(batcher.submit_many([decoded.pixels], options)[0])
+            output = await self._wait(batcher.submit_many([decoded.pixels], settings)[0])
         except Exception as exc:
             self._count_image(exc)
             raise
         self._count_image(None)
-        return self._response(predictor, decoded, output, options, started)
+        return self._response(predictor, decoded, output, settings, started)
 
     async def caption_many(
-        self, files: list[UploadedFile], options: DecodeOptions
+        self, ready: Ready, files: list[UploadedFile], settings: SearchSettings
     ) -> list[CaptionResponse | ErrorResponse]:
         """Caption every file; a file that cannot be used gets an error entry of its own."""
         started = time.perf_counter()
-        predictor, batcher = self.require_ready()
+        predictor, batcher = ready.predictor, ready.batcher
         batcher.ensure_room(len(files))
         decoded = await asyncio.gather(
             *(self._decode_file(predictor, upload) for upload in files), return_exceptions=True
@@ -215,14 +229,14 @@ class CaptionService:
                 usable.append((index, item))
             else:
                 entries[index] = self._error_entry(item)
-        futures = batcher.submit_many([upload.pixels for _, upload in usable], options)
+        futures = batcher.submit_many([upload.pixels for _, upload in usable], settings)
         outputs = await asyncio.gather(*(self._wait(f) for f in futures), return_exceptions=True)
         for (index, upload), output in zip(usable, outputs, strict=True):
             if isinstance(output, BaseException):
                 entries[index] = self._error_entry(output)
             else:
                 self._count_image(None)
-                entries[index] = self._response(predictor, upload, output, options, started)
+                entries[index] = self._response(predictor, upload, output, settings, started)
         return [entry for entry in entries if entry is not None]
 
     def _error_entry(self, error: BaseException) -> ErrorResponse:
@@ -232,16 +246,12 @@ class CaptionService:
         info = describe(error)
         return ErrorResponse(error=ErrorDetail(code=info.code, message=info.message))
 
-    async def _decode_file(
-        self, predictor: CaptionPredictor, upload: UploadedFile
-    ) -> DecodedUpload:
-        if upload.too_large:
-            raise UploadTooLargeError(
-                f"the file is larger than the {format_bytes(self.settings.max_upload_bytes)} limit"
-            )
-        return await self._decode(predictor, bytes(upload.data))
+    async def _decode_file(self, predictor: Predictor, upload: UploadedFile) -> DecodedUpload:
+        if upload.too_large is not None:
+            raise upload.too_large
+        return await self._decode(predictor, upload.data)
 
-    async def _decode(self, predictor: CaptionPredictor, data: bytes) -> DecodedUpload:
+    async def _decode(self, predictor: Predictor, data: bytes | bytearray) -> DecodedUpload:
         """Decode and resize off the event loop; image errors keep their codes."""
 
         def work() -> DecodedUpload:
@@ -268,20 +278,25 @@ class CaptionService:
 
     def _response(
         self,
-        predictor: CaptionPredictor,
+        predictor: Predictor,
         decoded: DecodedUpload,
         output: BatchOutput,
-        options: DecodeOptions,
+        settings: SearchSettings,
         started: float,
     ) -> CaptionResponse:
+        result = output.result
         hypotheses = [
-            _hypothesis(caption, options.return_attention)
-            for caption in output.captions[: options.num_captions]
+            _hypothesis(caption, settings.return_attention)
+            for caption in result.captions[: settings.num_captions]
         ]
         return CaptionResponse(
             caption=hypotheses[0].text,
             captions=hypotheses,
-            tags=[TagItem(word=t.word, probability=t.probability) for t in output.tags],
+            tags=[TagItem(word=t.word, probability=t.probability) for t in result.tags],
+            evidence=[
+                EvidenceItem(label=e.label, score=round(e.score, 4), count=e.count, box=e.box)
+                for e in result.evidence
+            ],
             width=decoded.width,
             height=decoded.height,
             model=predictor.model_id,
@@ -296,21 +311,6 @@ class CaptionService:
 
     def _count_image(self, error: BaseException | None) -> None:
         self.metrics.images.labels("ok" if error is None else describe(error).code).inc()
-
-
-def _self_test(predictor: CaptionPredictor) -> None:
-    """Caption one plain image before going ready: warm-up runs the model but ignores its output,
-    and a model that loads fine can still compute garbage (e.g. a broken encoder export)."""
-    size = predictor.input_size
-    encoded = predictor.encode(predictor.preprocess([Image.new("RGB", (size, size), "gray")]))
-    if not (np.isfinite(encoded.grid).all() and np.isfinite(encoded.pooled).all()):
-        raise SelfTestError(
-            "model self-test failed: the image encoder produced NaN or infinite features "
-            "(a broken export?); re-export it with `python -m training export-tflite`"
-        )
-    captions = predictor.generate(encoded, DecodeOptions(beam_size=1))
-    if len(captions) != 1 or not captions[0]:
-        raise SelfTestError("model self-test failed: the decoder returned no caption")
 
 
 def _hypothesis(caption: Caption, with_attention: bool) -> CaptionHypothesis:

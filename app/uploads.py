@@ -46,8 +46,9 @@ _DATA_URI_MARK = ";base64,"
 class UploadedFile:
     field_name: str
     filename: str | None
-    data: bytearray = field(default_factory=bytearray)
-    too_large: bool = False  # with oversize="mark": its bytes were dropped
+    data: bytes | bytearray = field(default_factory=bytearray)
+    # With oversize="mark": its bytes were dropped, and this is its error.
+    too_large: UploadTooLargeError | None = None
 
 
 @dataclass
@@ -57,6 +58,11 @@ class ParsedForm:
 
     def files_named(self, name: str) -> list[UploadedFile]:
         return [f for f in self.files if f.field_name == name]
+
+
+def too_large(what: str, limit: int) -> UploadTooLargeError:
+    """The one wording of a size refusal: 'the file is larger than the 10 MiB limit'."""
+    return UploadTooLargeError(f"{what} is larger than the {format_bytes(limit)} limit")
 
 
 def format_bytes(count: int) -> str:
@@ -151,13 +157,13 @@ class _Collector:
         if upload.too_large:
             return
         if len(upload.data) + end - start > self._max_file_bytes:
-            message = f"the file is larger than the {format_bytes(self._max_file_bytes)} limit"
+            error = too_large("the file", self._max_file_bytes)
             if self._oversize == "raise":
-                raise UploadTooLargeError(message)
-            upload.too_large = True
+                raise error
+            upload.too_large = error
             upload.data = bytearray()  # drop what we have; the rest is skipped as it streams by
             return
-        upload.data += data[start:end]
+        upload.data += data[start:end]  # a bytearray while streaming: appends in place
 
     def on_part_end(self) -> None:
         if self._file is None:
@@ -278,12 +284,12 @@ async def read_json(
         upload = UploadedFile(file_field, None)
         data = _decode_base64(text, where, max_file_bytes)
         if data is None:
-            message = f"{where} is larger than the {format_bytes(max_file_bytes)} limit"
+            error = too_large(where, max_file_bytes)
             if oversize == "raise":
-                raise UploadTooLargeError(message)
-            upload.too_large = True
+                raise error
+            upload.too_large = error
         else:
-            upload.data = bytearray(data)
+            upload.data = data  # bytes as decoded: no copy
         form.files.append(upload)
     return form
 

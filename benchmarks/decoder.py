@@ -20,10 +20,8 @@ BLAS_THREADS = 1
 
 def caption_lengths(model: LoadedModel, encoded: Any, beam_size: int) -> list[int]:
     """Words in the best caption of every image."""
-    from captioning.predictor import DecodeOptions
-
-    results = model.predictor.generate(encoded, DecodeOptions(beam_size=beam_size))
-    return [len(per_image[0].tokens) for per_image in results]
+    settings = model.predictor.search.with_options(beam_size=beam_size)
+    return [len(result.best.tokens) for result in model.predictor.generate(encoded, settings)]
 
 
 def bench_decoder(
@@ -40,25 +38,23 @@ def bench_decoder(
 def _bench_decoder(
     model: LoadedModel, pixels: np.ndarray, repeats: int, calls: dict[int, int]
 ) -> dict[str, Any]:
-    from captioning.predictor import DecodeOptions
-
     predictor = model.predictor
     encoded = predictor.encode(pixels)
     images = len(encoded)
     results: dict[str, Any] = {
         "images": images,
-        "max_length": int(predictor.max_length),
+        "max_length": predictor.search.max_length,
         "blas_threads": BLAS_THREADS,
         "runtime": predictor.decoder_runtime,
     }
     samples: dict[tuple[str, int], list[float]] = {}
     for _ in range(repeats):
         for mode, beam in DECODER_MODES.items():
-            options = DecodeOptions(beam_size=beam)
+            options = predictor.search.with_options(beam_size=beam)
             for batch in DECODER_BATCHES:
                 starts = itertools.cycle(range(0, images - batch + 1, batch))
 
-                def run(options: DecodeOptions = options, batch: int = batch, starts=starts):
+                def run(options: Any = options, batch: int = batch, starts=starts):
                     start = next(starts)
                     predictor.generate(encoded[start : start + batch], options)
 
@@ -90,9 +86,7 @@ def _numpy_reference(
     predictor: Any, encoded: Any, repeats: int, calls: dict[int, int]
 ) -> dict[str, Any]:
     """Beam 3 through the float32 NumPy decoder, the reference the LiteRT step replaces."""
-    from captioning.predictor import DecodeOptions
-
-    options = DecodeOptions(beam_size=DECODER_MODES["beam_3"])
+    options = predictor.search.with_options(beam_size=DECODER_MODES["beam_3"])
     step, predictor.decoder_step = predictor.decoder_step, None
     try:
         reference: dict[str, Any] = {"mode": "beam_3"}

@@ -40,7 +40,7 @@ from captioning.offline import (
     format_row,
     read_rows,
 )
-from captioning.predictor import DEFAULT_BEAM_SIZE, CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
 from captioning.runtime import RuntimeOptions
 
 logger = logging.getLogger("captioning.bulk")
@@ -250,12 +250,13 @@ def read_image_location(location: str, min_size: int) -> Image.Image:
 class CaptionActor:
     """Ray Data actor: loads the predictor once, then captions one batch of images per call."""
 
-    def __init__(self, artifacts: str, options: DecodeOptions, threads: int) -> None:
+    def __init__(self, artifacts: str, options: dict[str, Any], threads: int) -> None:
         # LiteRT threads as the actor's CPU share: actors on one machine do not fight for cores.
         self.predictor = CaptionPredictor.from_artifacts(
             artifacts, runtime=RuntimeOptions(encoder_batch_threads=threads)
         )
-        self.options = options
+        # Resolved here, against the model's own defaults: the driver never loads the model.
+        self.settings = self.predictor.search.with_options(**options)
 
     def _read(self, location: str) -> Image.Image:
         return read_image_location(location, self.predictor.input_size)
@@ -264,7 +265,7 @@ class CaptionActor:
         started = time.perf_counter()
         images = [str(image) for image in batch["image"]]
         locations = [str(location) for location in batch["location"]]
-        results = caption_batch(self.predictor, locations, self.options, read=self._read)
+        results = caption_batch(self.predictor, locations, self.settings, read=self._read)
         rows = [format_row(caption_row(i, r)) for i, r in zip(images, results, strict=True)]
         errors = [isinstance(result, ImageError) for result in results]
         # Where the batch's time went; each row carries an equal share, so sums stay right.
@@ -286,14 +287,14 @@ def run_bulk(
     *,
     output_format: OutputFormat = "jsonl",
     artifacts: Path = Path("artifacts"),
-    options: DecodeOptions | None = None,
+    options: dict[str, Any] | None = None,
     actors: int = 1,
     cpus_per_actor: float = 1.0,
     batch_size: int = BATCH_SIZE,
 ) -> BulkSummary:
     """Caption every image in `inputs` not yet in `output`; see the module docstring."""
     ray = import_ray()
-    options = options or DecodeOptions()
+    options = options or {}  # search options by name (beam_size...); none: the model's
     if not (Path(artifacts) / "manifest.json").exists():
         raise BulkError(f"{artifacts} is not an artifacts folder (no manifest.json)")
     refs = list_images(inputs)
@@ -357,7 +358,7 @@ def _caption_on_ray(
     todo: list[ImageRef],
     writer: RowWriter,
     artifacts: str,
-    options: DecodeOptions,
+    options: dict[str, Any],
     actors: int,
     cpus_per_actor: float,
     batch_size: int,
@@ -422,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
         help="jsonl: one file, as `training caption`; parquet: a folder of part files",
     )
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
+    parser.add_argument("--beam-size", type=int, help="default: the model's")
     parser.add_argument("--actors", type=int, default=1, help="predictor actors (model copies)")
     parser.add_argument(
         "--cpus-per-actor",
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output,
             output_format=args.format,
             artifacts=args.artifacts,
-            options=DecodeOptions(beam_size=args.beam_size),
+            options={"beam_size": args.beam_size},
             actors=args.actors,
             cpus_per_actor=args.cpus_per_actor,
             batch_size=args.batch_size,

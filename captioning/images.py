@@ -48,7 +48,7 @@ class ImageTooLargeError(ImageError):
 
 
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int | None = None
+    data: bytes | bytearray, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int | None = None
 ) -> Image.Image:
     """Decode untrusted bytes into an upright RGB image, or raise an `ImageError`.
 
@@ -60,7 +60,7 @@ def decode_image(
 
 
 def decode_upload(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int | None = None
+    data: bytes | bytearray, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int | None = None
 ) -> tuple[Image.Image, tuple[int, int]]:
     """`decode_image`, plus the photo's full upright (width, height).
 

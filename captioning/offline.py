@@ -15,7 +15,8 @@ from typing import Any
 from PIL import Image
 
 from captioning.images import ImageError
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
+from captioning.search_settings import SearchSettings
 from captioning.types import CaptionResult
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def expand_paths(inputs: Iterable[Path]) -> list[Path]:
 def caption_batch(
     predictor: CaptionPredictor,
     paths: Sequence[str | Path],
-    options: DecodeOptions,
+    settings: SearchSettings,
     read: ImageReader | None = None,
 ) -> list[CaptionResult | ImageError]:
     """One result per path, in order; a file that cannot be read or decoded gives its error.
@@ -59,7 +60,7 @@ def caption_batch(
             outcomes.append(None)  # filled with its captions below
         except (ImageError, OSError) as exc:
             outcomes.append(exc if isinstance(exc, ImageError) else ImageError(str(exc)))
-    captioned = iter(predictor.caption_images(images, options) if images else [])
+    captioned = iter(predictor.caption_images(images, settings) if images else [])
     return [outcome or next(captioned) for outcome in outcomes]
 
 

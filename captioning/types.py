@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from PIL import Image
 
 from captioning.concepts import Tag
+from captioning.search_settings import SearchSettings
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,52 @@ class CaptionResult:
     @property
     def best(self) -> Caption:
         return self.captions[0]
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    """What the encoder says of a batch of images, which decoding and grounding read."""
+
+    grid: np.ndarray  # (batch, regions, channels) float32
+    pooled: np.ndarray  # (batch, channels) float32
+    concepts: np.ndarray | None = None  # (batch, concepts) probabilities; None without them
+    classes: np.ndarray | None = None  # (batch, classes) ImageNet probabilities, when the head ran
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, index: slice | np.ndarray | list[int]) -> EncodedImages:
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
+        return EncodedImages(
+            self.grid[index], self.pooled[index], pick(self.concepts), pick(self.classes)
+        )
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What the service (app/service.py, app/batching.py) uses of `CaptionPredictor`; the
+    tests' fakes implement it too."""
+
+    model_id: str
+    input_size: int
+    grid_size: int
+    search: SearchSettings  # the model's search defaults, from its manifest
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    def warmup(self) -> None: ...
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def encode(self, pixels: np.ndarray) -> EncodedImages: ...
+
+    def generate(
+        self, encoded: EncodedImages, settings: SearchSettings | None = None
+    ) -> list[CaptionResult]: ...
+
+    def caption_images(
+        self, images: Sequence[Image.Image], settings: SearchSettings | None = None
+    ) -> list[CaptionResult]: ...

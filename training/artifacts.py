@@ -13,9 +13,10 @@ import tensorflow as tf
 import captioning
 from captioning.bundle import ArtifactBundle
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
-from captioning.decoding import DecoderWeights
-from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
+from captioning.decoder_step import DecoderWeights
+from captioning.predictor import CaptionPredictor
 from captioning.text import Vocabulary
+from captioning.types import EncodedImages
 from training.concepts import build_for_vocabulary, concepts_manifest
 from training.config import TrainConfig
 from training.data import Flickr8k, Split
@@ -72,8 +73,9 @@ def export_artifacts(
     # training evaluate` scores the whole service path.
     predictor = CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
     encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
-    captions = predictor.generate(encoded, DecodeOptions(beam_size=config.eval_beam_size))
-    metrics = score_captions(dev.raw_captions, [c[0].text for c in captions], full=True)
+    settings = predictor.search.with_options(beam_size=config.eval_beam_size)
+    results = predictor.generate(encoded, settings)
+    metrics = score_captions(dev.raw_captions, [r.best.text for r in results], full=True)
     manifest["metrics"] = {
         "dev": {"beam_size": config.eval_beam_size, "images": len(dev), **metrics}
     }

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 
 from captioning.bundle import atomic_write
-from captioning.predictor import CaptionPredictor, DecodeOptions, EncodedImages
+from captioning.predictor import CaptionPredictor
+from captioning.types import EncodedImages
 from training.config import EXPORT_RESERVE_MINUTES, TrainConfig
 from training.data import Split
 from training.features import Features
@@ -144,9 +145,9 @@ class DevSelection(keras.callbacks.Callback):
     ) -> bool:
         """Score the model's current weights on dev; save them if they are the best so far."""
         predictor = self.make_predictor(self.model)
-        options = DecodeOptions(beam_size=self.config.eval_beam_size)
+        settings = predictor.search.with_options(beam_size=self.config.eval_beam_size)
         started = time.perf_counter()
-        captions = [c[0].text for c in predictor.generate(self.dev_encoded, options)]
+        captions = [r.best.text for r in predictor.generate(self.dev_encoded, settings)]
         scores = score_captions(self.dev.raw_captions, captions, full=False)
         cider, bleu4 = float(scores["CIDEr"]), float(scores["BLEU-4"])
         if learning_rate is None:

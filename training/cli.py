@@ -11,12 +11,16 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from captioning.decoding import DEFAULT_BEAM_SIZE
 from training.config import TrainConfig
 
+if TYPE_CHECKING:
+    from captioning.predictor import CaptionPredictor
+    from captioning.search_settings import SearchSettings
+
 logger = logging.getLogger("training")
+BEAM_HELP = "beam width, 1: greedy (default: the model's, from its manifest)"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
-    evaluate.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
+    evaluate.add_argument("--beam-size", type=int, help=BEAM_HELP)
     evaluate.add_argument(
         "--decoder-runtime",
         default="auto",
@@ -117,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("paths", type=Path, nargs="+")
     caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
-    caption.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
+    caption.add_argument("--beam-size", type=int, help=BEAM_HELP)
     _add_concept_commands(commands, evaluate, caption)
     return parser
 
@@ -144,7 +148,7 @@ def _add_concept_commands(
     )
     open_world.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     open_world.add_argument("--output", type=Path, default=Path("work/eval-open"))
-    open_world.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
+    open_world.add_argument("--beam-size", type=int, help=BEAM_HELP)
     open_world.add_argument("--no-concepts", action="store_true")
     for command in (evaluate, open_world):
         command.add_argument(
@@ -182,24 +186,46 @@ def record_metrics(artifacts: Path, summary: dict) -> None:
 
 
 def _run_concept_command(args: argparse.Namespace) -> dict:
-    from captioning.predictor import CaptionPredictor, DecodeOptions
-
     if args.command == "evaluate-open":
         from training.open_world import evaluate_open_world
         from training.wordnet import WordNet
 
-        predictor = CaptionPredictor.from_artifacts(args.artifacts)
-        if args.concept_threshold is not None:
-            predictor.concept_threshold = args.concept_threshold
-        options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
+        predictor = _predictor(args)
         return evaluate_open_world(
-            predictor, args.path, options, args.output, WordNet.load(args.wordnet)
-        )
+            predictor, args.path, _search_settings(predictor, args), args.output,
+            WordNet.load(args.wordnet),
+        )  # fmt: skip
     from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
     from training.concepts import add_concepts
 
     threshold = DEFAULT_CONCEPT_THRESHOLD if args.threshold is None else args.threshold
     return add_concepts(args.artifacts, args.wordnet, threshold)["concepts"]
+
+
+def _predictor(args: argparse.Namespace) -> CaptionPredictor:
+    """The artifacts' predictor with the command's runtime and concept threshold, if it has them."""
+    from captioning.bundle import load_bundle
+    from captioning.predictor import CaptionPredictor
+    from captioning.runtime import DEFAULT_RUNTIME, RuntimeOptions
+
+    runtime = DEFAULT_RUNTIME
+    if getattr(args, "decoder_runtime", None):
+        runtime = RuntimeOptions(decoder_runtime=args.decoder_runtime)
+    return CaptionPredictor(
+        load_bundle(args.artifacts),
+        runtime=runtime,
+        concept_threshold=getattr(args, "concept_threshold", None),
+    )
+
+
+def _search_settings(predictor: CaptionPredictor, args: argparse.Namespace) -> SearchSettings:
+    """The model's search settings with the options this command has (None: the model's)."""
+    return predictor.search.with_options(
+        beam_size=args.beam_size,
+        length_penalty=getattr(args, "length_penalty", None),
+        no_repeat_ngram=getattr(args, "no_repeat_ngram", None),
+        concepts=False if args.no_concepts else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,8 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Imported here so that `--help` answers without loading TensorFlow.
     from captioning.bundle import ArtifactError
-    from captioning.predictor import CaptionPredictor, DecodeOptions
-    from captioning.runtime import RuntimeOptions
     from training.data import DatasetError
 
     try:
@@ -224,21 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from training.evaluate import evaluate_split
 
-            predictor = CaptionPredictor.from_artifacts(
-                args.artifacts, runtime=RuntimeOptions(decoder_runtime=args.decoder_runtime)
-            )
-            if args.concept_threshold is not None:
-                predictor.concept_threshold = args.concept_threshold
+            predictor = _predictor(args)
             summary = evaluate_split(
                 predictor,
                 args.data,
                 args.split,
-                DecodeOptions(
-                    beam_size=args.beam_size,
-                    length_penalty=args.length_penalty,
-                    no_repeat_ngram=args.no_repeat_ngram,
-                    concepts=not args.no_concepts,
-                ),
+                _search_settings(predictor, args),
                 args.output,
                 args.limit,
             )
@@ -251,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(compare_caption_files(args.baseline, args.candidate), indent=2))
         elif args.command == "export-tflite":
             from captioning.bundle import DECODER_STEP_TFLITE, ENCODER_TFLITE, add_files
-            from captioning.decoding import DecoderWeights
+            from captioning.decoder_step import DecoderWeights
             from training.export import export_decoder_step, export_tflite
             from training.modeling.bundle import load_keras_bundle
 
@@ -267,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from training.evaluate import write_caption_jsonl
 
-            predictor = CaptionPredictor.from_artifacts(args.artifacts)
-            options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
-            write_caption_jsonl(predictor, args.paths, args.output, options)
+            predictor = _predictor(args)
+            write_caption_jsonl(
+                predictor, args.paths, args.output, _search_settings(predictor, args)
+            )
     except (ArtifactError, DatasetError, FileNotFoundError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captioning.decoding import DEFAULT_LENGTH_PENALTY
+from captioning.search_settings import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_LENGTH_PENALTY,
+    DEFAULT_NO_REPEAT_NGRAM,
+)
 
 # = training.modeling.encoders.DEFAULT_ENCODER (a test checks), named here so that reading the
 # configuration does not import Keras: `caption` and `evaluate` serve without TensorFlow.
@@ -68,11 +72,15 @@ class TrainConfig:
     time_budget_minutes: float | None = option(
         None, "stop cross-entropy early so that the whole run fits (export included)"
     )
-    eval_beam_size: int = option(3, "beam size for dev scoring; the service's default too")
+    eval_beam_size: int = option(
+        DEFAULT_BEAM_SIZE, "beam size for dev scoring; the service's default too"
+    )
     length_penalty: float = option(
         DEFAULT_LENGTH_PENALTY, "beam score = log-prob / length**penalty"
     )
-    no_repeat_ngram: int = option(3, "decoding never repeats an n-gram of this size (0: off)")
+    no_repeat_ngram: int = option(
+        DEFAULT_NO_REPEAT_NGRAM, "decoding never repeats an n-gram of this size (0: off)"
+    )
     weight_average: float = option(
         0.999, "decay of the weight moving average used for dev scoring and export (0: off)"
     )

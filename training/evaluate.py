@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from captioning.decoding import DEFAULT_BEAM_SIZE
 from captioning.images import ImageError
 from captioning.offline import BATCH_SIZE, caption_batch, caption_row, expand_paths, format_row
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
+from captioning.search_settings import SearchSettings
 from captioning.types import CaptionResult
 from training.data import load_flickr8k
 from training.metrics import score_captions
@@ -35,24 +35,24 @@ REPORT_IMAGES = 24
 def caption_files(
     predictor: CaptionPredictor,
     paths: Sequence[Path],
-    options: DecodeOptions,
+    settings: SearchSettings,
     batch_size: int = BATCH_SIZE,
 ) -> Iterator[tuple[Path, CaptionResult | ImageError]]:
     """Caption image files in batches; an unreadable file yields its error, not an exception."""
     for start in tqdm(range(0, len(paths), batch_size), desc="captioning", unit="batch"):
         batch = paths[start : start + batch_size]
-        yield from zip(batch, caption_batch(predictor, batch, options), strict=True)
+        yield from zip(batch, caption_batch(predictor, batch, settings), strict=True)
 
 
 def write_caption_jsonl(
-    predictor: CaptionPredictor, inputs: Sequence[Path], output: Path, options: DecodeOptions
+    predictor: CaptionPredictor, inputs: Sequence[Path], output: Path, settings: SearchSettings
 ) -> int:
     """One `captioning.offline.caption_row` per line, as `python -m captioning.bulk` writes."""
     paths = expand_paths(inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
     with output.open("w", encoding="utf-8") as handle:
-        for path, result in caption_files(predictor, paths, options):
+        for path, result in caption_files(predictor, paths, settings):
             failures += isinstance(result, ImageError)
             handle.write(format_row(caption_row(str(path), result)) + "\n")
     logger.info("captioned %d files into %s (%d unreadable)", len(paths), output, failures)
@@ -63,7 +63,7 @@ def evaluate_split(
     predictor: CaptionPredictor,
     data_dir: Path,
     split_name: str,
-    options: DecodeOptions,
+    settings: SearchSettings,
     output_dir: Path,
     limit: int | None = None,
 ) -> dict:
@@ -74,7 +74,7 @@ def evaluate_split(
         raise RuntimeError(f"the {split_name} split has no images in {data_dir}")
     paths, references = split.image_paths[:limit], split.raw_captions[:limit]
     started = time.perf_counter()
-    results = [r for _, r in caption_files(predictor, paths, options)]
+    results = [r for _, r in caption_files(predictor, paths, settings)]
     seconds = time.perf_counter() - started
     scored = [
         (ref, r.best.text)
@@ -82,16 +82,15 @@ def evaluate_split(
         if not isinstance(r, ImageError)
     ]
     metrics = score_captions([s[0] for s in scored], [s[1] for s in scored], full=True)
-    length_penalty, no_repeat_ngram = predictor.decoding_settings(options)
     hypotheses = [s[1] for s in scored]
     summary = {
         "model": predictor.model_id,
         "split": split_name,
         "images": len(paths),
         "unreadable": len(paths) - len(scored),
-        "beam_size": options.beam_size,
-        "length_penalty": length_penalty,
-        "no_repeat_ngram": no_repeat_ngram,
+        "beam_size": settings.beam_size,
+        "length_penalty": settings.length_penalty,
+        "no_repeat_ngram": settings.no_repeat_ngram,
         "encoder_runtime": predictor.encoder.name,
         "decoder_runtime": predictor.decoder_runtime,
         "metrics": metrics,
@@ -137,11 +136,11 @@ def write_html_report(
     output: Path,
 ) -> None:
     """Images with the generated caption, the references, and per-word attention maps."""
-    options = DecodeOptions(beam_size=DEFAULT_BEAM_SIZE, return_attention=True)
+    settings = predictor.search.with_options(return_attention=True)
     rows = []
     for path, refs in zip(paths, references, strict=True):
         image = predictor.read_image(path)
-        caption = predictor.caption_images([image], options)[0].best
+        caption = predictor.caption_images([image], settings)[0].best
         maps = "".join(
             f'<figure><img src="{_attention_overlay(image, weights)}"><figcaption>'
             f"{html.escape(word)}</figcaption></figure>"

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.decoding import DecoderWeights, _Stepper, finished_row
+from captioning.decoder_step import DecoderStepper, DecoderWeights, finished_row
 from captioning.runtime import (
     BEAM_STEP_SIGNATURE,
     INIT_SIGNATURE,
@@ -90,7 +90,7 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
     def rows(x: tf.Tensor) -> tf.Tensor:  # (B, K, X) -> (B*K, X): plain matrix products
         return tf.reshape(x, [-1, x.shape[-1]])
 
-    def decode_word(input_gates, h, c, keys):  # the equations of `_Stepper.step`
+    def decode_word(input_gates, h, c, keys):  # the equations of `DecoderStepper.step`
         shape = tf.shape(h)
         gates = rows(input_gates) + tf.matmul(rows(h), recurrent)
         i, f, g, o = tf.split(gates, 4, axis=-1)
@@ -115,7 +115,7 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
         return {"log_probs": log_probs, "h": h_next, "c": c_next, "attention": attention}
 
     @tf.function
-    def init(grid, pooled):  # `_Stepper.__init__`: once per caption
+    def init(grid, pooled):  # `DecoderStepper.__init__`: once per caption
         keys = tf.matmul(rows(grid), keys_kernel) + keys_bias
         keys = tf.reshape(keys, [tf.shape(grid)[0], -1, hidden])
         return {
@@ -124,8 +124,9 @@ def export_decoder_step(weights: DecoderWeights) -> bytes:
             "c0": tf.tanh(tf.matmul(pooled, init_c_kernel) + init_c_bias),
         }
 
+    # `DecoderStepper.beam_step`
     @tf.function
-    def beam_step(input_gates, h, c, keys, beam_scores, finished, penalty):  # `_Stepper.beam_step`
+    def beam_step(input_gates, h, c, keys, beam_scores, finished, penalty):
         log_probs, h_next, c_next, attention = decode_word(input_gates, h, c, keys)
         # expand_dims, not [..., None]: that strided slice has no LiteRT kernel.
         finished = tf.expand_dims(finished, -1) > 0.5
@@ -180,8 +181,8 @@ def _check_decoder_step(weights: DecoderWeights, flatbuffer: bytes) -> None:
     grid = rng.normal(0, 1, (images, regions, weights.init_h[0].shape[0])).astype(np.float32)
     pooled = grid.mean(axis=1)
     tokens = rng.integers(0, len(weights.word_gates), images * beams)
-    exact = _Stepper(weights, grid, pooled)
-    fast = _Stepper(weights, grid, pooled, LiteRTDecoderStep(flatbuffer))
+    exact = DecoderStepper(weights, grid, pooled)
+    fast = DecoderStepper(weights, grid, pooled, LiteRTDecoderStep(flatbuffer))
     h = np.repeat(exact.h0, beams, axis=0)
     c = np.repeat(exact.c0, beams, axis=0)
     expected, ours = exact.step(tokens, h, c, beams), fast.step(tokens, h, c, beams)

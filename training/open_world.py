@@ -23,7 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from captioning.images import ImageError
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
+from captioning.search_settings import SearchSettings
 from captioning.text import normalize_caption
 from training.concepts import GENERIC_SYNSETS
 from training.evaluate import caption_files, expand_paths
@@ -82,7 +83,7 @@ def class_of(path: Path) -> str | None:
 def evaluate_open_world(
     predictor: CaptionPredictor,
     folder: Path,
-    options: DecodeOptions,
+    settings: SearchSettings,
     output_dir: Path,
     wordnet: WordNet,
 ) -> dict:
@@ -93,7 +94,7 @@ def evaluate_open_world(
         raise FileNotFoundError(f"{folder} has no photos named nXXXXXXXX_label.ext")
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, result in caption_files(predictor, paths, options):
+    for path, result in caption_files(predictor, paths, settings):
         wnid = class_of(path)
         assert wnid is not None
         row = {"image": path.name, "class": wnid, "group": judge.group(wnid)}
@@ -106,7 +107,7 @@ def evaluate_open_world(
                 named=judge.names_subject(result.best.text, wnid),
             )
         rows.append(row)
-    summary = _summary(rows, predictor, options)
+    summary = _summary(rows, predictor, settings)
     with (output_dir / "open_world.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
     (output_dir / "open_world_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -115,7 +116,7 @@ def evaluate_open_world(
     return summary
 
 
-def _summary(rows: list[dict], predictor: CaptionPredictor, options: DecodeOptions) -> dict:
+def _summary(rows: list[dict], predictor: CaptionPredictor, settings: SearchSettings) -> dict:
     totals, named = (
         Counter(r["group"] for r in rows),
         Counter(r["group"] for r in rows if r["named"]),
@@ -132,9 +133,9 @@ def _summary(rows: list[dict], predictor: CaptionPredictor, options: DecodeOptio
             if totals[group]
         },
         "with_tags": round(sum(1 for r in rows if r["tags"]) / len(rows), 4),
-        "concepts": options.concepts and predictor.concepts is not None,
+        "concepts": settings.concepts and predictor.namer is not None,
         "concept_threshold": predictor.concept_threshold,
-        "beam_size": options.beam_size,
+        "beam_size": settings.beam_size,
         "model": predictor.model_id,
     }
 

@@ -12,7 +12,7 @@ its samples wander into rare words, and learning from them made dev captions wor
 (docs/experiments.md). The baseline of a candidate is the mean reward of its image's other
 candidates.
 
-Candidates come from the NumPy decoder (`captioning.decoding.beam_search`); the gradient step
+Candidates come from the NumPy decoder (`captioning.search.beam_search`); the gradient step
 re-scores them with the Keras decoder under teacher forcing, in one compiled function.
 `run_self_critical` is the pipeline's phase: it fine-tunes the best cross-entropy weights,
 scores every epoch on dev, and checkpoints so that `--resume` continues it.
@@ -31,7 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from captioning.bundle import atomic_write
-from captioning.decoding import DEFAULT_LENGTH_PENALTY, DecoderWeights, beam_search
+from captioning.decoder_step import DecoderWeights
+from captioning.search import beam_search
+from captioning.search_settings import (
+    DEFAULT_LENGTH_PENALTY,
+    DEFAULT_NO_REPEAT_NGRAM,
+    SearchSettings,
+)
 from captioning.text import END_ID, PAD_ID, START_ID, Vocabulary
 from training.callbacks import DevSelection, WeightAverage, averaged_weights
 from training.cider import CiderD
@@ -58,7 +64,7 @@ class SelfCriticalConfig:
     batch_images: int = 32
     clipnorm: float = 5.0
     length_penalty: float = DEFAULT_LENGTH_PENALTY  # the trainer passes its own
-    no_repeat_ngram: int = 3
+    no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM
 
 
 class SelfCriticalTrainer:
@@ -114,11 +120,13 @@ class SelfCriticalTrainer:
             DecoderWeights.from_model(self.model),
             grid,
             pooled,
-            beam_size=n,
-            max_length=self.max_length,
-            num_results=n,
-            length_penalty=config.length_penalty,
-            no_repeat_ngram=config.no_repeat_ngram,
+            settings=SearchSettings(
+                max_length=self.max_length,
+                beam_size=n,
+                num_captions=n,
+                length_penalty=config.length_penalty,
+                no_repeat_ngram=config.no_repeat_ngram,
+            ),
         )
         rows = [
             [*per_image[k % len(per_image)].token_ids, END_ID]

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.schemas import CaptionOptions
-from captioning.predictor import DecodeOptions
+from captioning.search_settings import SearchSettings, SearchSettingsError
 
 
 def parse_caption_options(query: Mapping[str, str], form: Mapping[str, object]) -> CaptionOptions:
@@ -37,37 +37,20 @@ def parse_caption_options(query: Mapping[str, str], form: Mapping[str, object]) 
         raise RequestValidationError(errors) from None
 
 
-def to_decode_options(
-    options: CaptionOptions,
-    *,
-    default_beam_size: int,
-    default_concepts: bool,
-    model_max_length: int,
-) -> DecodeOptions:
-    """Resolve defaults and the checks that depend on other values or on the loaded model."""
-    beam_size = options.beam_size or default_beam_size
-    errors = []
-    if options.max_length is not None and options.max_length > model_max_length:
-        errors.append(
-            _error("max_length", f"must be at most {model_max_length}, the model's longest caption")
+def to_search_settings(options: CaptionOptions, defaults: SearchSettings) -> SearchSettings:
+    """The server's search settings with the request's options; the checks that depend on
+    other values or on the model (`SearchSettings` makes them) answer as 422s."""
+    try:
+        return defaults.with_options(
+            beam_size=options.beam_size,
+            max_length=options.max_length,
+            num_captions=options.num_captions,
+            return_attention=options.attention,
+            concepts=options.concepts,
         )
-    if options.num_captions > beam_size:
-        errors.append(
-            _error("num_captions", f"must not exceed beam_size ({beam_size}): one per beam")
-        )
-    if errors:
-        raise RequestValidationError(errors)
-    return DecodeOptions(
-        beam_size=beam_size,
-        max_length=options.max_length,
-        num_captions=options.num_captions,
-        return_attention=options.attention,
-        concepts=default_concepts if options.concepts is None else options.concepts,
-    )
-
-
-def _error(name: str, message: str) -> dict[str, Any]:
-    return {"type": "value_error", "loc": ("body", name), "msg": message}
+    except SearchSettingsError as exc:
+        error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}
+        raise RequestValidationError([error]) from None
 
 
 def upload_openapi(file_field: str, json_field: str, *, many: bool) -> dict[str, Any]:

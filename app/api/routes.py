@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
-from app.api.params import parse_caption_options, to_decode_options, upload_openapi
+from app.api.params import parse_caption_options, to_search_settings, upload_openapi
+from app.config import Settings
 from app.errors import MissingFileError, error_responses
 from app.schemas import (
     CaptionResponse,
@@ -17,12 +19,42 @@ from app.schemas import (
     ModelManifest,
     ReadyResponse,
 )
-from app.service import CaptionService
+from app.service import CaptionService, Ready
 from app.uploads import ParsedForm, UploadedFile, read_upload
-from captioning.predictor import DecodeOptions
+from captioning.search_settings import SearchSettings
 
 INDEX_HTML = Path(__file__).resolve().parent.parent / "static" / "index.html"
 UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 500, 503, 504)
+
+
+@dataclass(frozen=True)
+class UploadRoute:
+    """Where an upload route finds its images, and how many it takes: the one table of
+    per-route limits, which the body-size middleware reads too (`app.main`)."""
+
+    file_field: str  # multipart
+    json_field: str  # JSON, base64
+    many: bool
+
+    def max_files(self, settings: Settings) -> int:
+        return settings.max_images_per_request if self.many else 1
+
+    async def read(self, request: Request, settings: Settings) -> ParsedForm:
+        # One oversized file in a batch fails alone; a single upload is refused whole.
+        oversize: Literal["raise", "mark"] = "mark" if self.many else "raise"
+        return await read_upload(
+            request,
+            file_field=self.file_field,
+            json_field=self.json_field,
+            max_file_bytes=settings.max_upload_bytes,
+            max_files=self.max_files(settings),
+            oversize=oversize,
+        )
+
+
+ONE_IMAGE = UploadRoute(file_field="file", json_field="image", many=False)
+SEVERAL_IMAGES = UploadRoute(file_field="files", json_field="images", many=True)
+UPLOAD_ROUTES = {"/caption": ONE_IMAGE, "/captions": SEVERAL_IMAGES}
 
 # Open even with API keys on: probes and the static page. Everything on `router` needs a key.
 public_router = APIRouter()
@@ -53,8 +85,7 @@ async def health() -> HealthResponse:
     responses=error_responses(503),
 )
 async def ready(service: Service) -> ReadyResponse:
-    predictor, _ = service.require_ready()
-    return ReadyResponse(model=predictor.model_id)
+    return ReadyResponse(model=service.require_ready().predictor.model_id)
 
 
 @router.get(
@@ -65,8 +96,7 @@ async def ready(service: Service) -> ReadyResponse:
     responses=error_responses(503),
 )
 async def model(service: Service) -> Any:
-    predictor, _ = service.require_ready()
-    return predictor.manifest
+    return service.require_ready().predictor.manifest
 
 
 @router.get(
@@ -89,21 +119,14 @@ async def metrics(service: Service) -> Response:
     response_model=CaptionResponse,
     response_model_exclude_none=True,
     responses=UPLOAD_ERRORS,
-    openapi_extra=upload_openapi("file", "image", many=False),
+    openapi_extra=upload_openapi(ONE_IMAGE.file_field, ONE_IMAGE.json_field, many=False),
 )
 async def caption(request: Request, service: Service) -> Any:
-    service.require_ready()  # before reading the body: no point receiving it
-    form = await read_upload(
-        request,
-        file_field="file",
-        json_field="image",
-        max_file_bytes=service.settings.max_upload_bytes,
-        max_files=1,
-        oversize="raise",
-    )
-    options = _options(request, form, service)
-    (upload,) = _files(form, "file")
-    return await service.caption_one(bytes(upload.data), options)
+    ready = service.require_ready()  # before reading the body: no point receiving it
+    form = await ONE_IMAGE.read(request, service.settings)
+    settings = _search_settings(request, form, ready)
+    (upload,) = _files(form, ONE_IMAGE.file_field)
+    return await service.caption_one(ready, upload.data, settings)
 
 
 @router.post(
@@ -117,31 +140,19 @@ async def caption(request: Request, service: Service) -> Any:
     response_model=CaptionsResponse,
     response_model_exclude_none=True,
     responses=UPLOAD_ERRORS,
-    openapi_extra=upload_openapi("files", "images", many=True),
+    openapi_extra=upload_openapi(SEVERAL_IMAGES.file_field, SEVERAL_IMAGES.json_field, many=True),
 )
 async def captions(request: Request, service: Service) -> Any:
-    service.require_ready()
-    form = await read_upload(
-        request,
-        file_field="files",
-        json_field="images",
-        max_file_bytes=service.settings.max_upload_bytes,
-        max_files=service.settings.max_images_per_request,
-        oversize="mark",  # one oversized file fails alone
-    )
-    options = _options(request, form, service)
-    results = await service.caption_many(_files(form, "files"), options)
+    ready = service.require_ready()
+    form = await SEVERAL_IMAGES.read(request, service.settings)
+    settings = _search_settings(request, form, ready)
+    results = await service.caption_many(ready, _files(form, SEVERAL_IMAGES.file_field), settings)
     return CaptionsResponse(results=results)
 
 
-def _options(request: Request, form: ParsedForm, service: CaptionService) -> DecodeOptions:
-    predictor, _ = service.require_ready()
-    return to_decode_options(
-        parse_caption_options(request.query_params, form.fields),
-        default_beam_size=service.settings.default_beam_size,
-        default_concepts=service.settings.concepts,
-        model_max_length=predictor.max_length,
-    )
+def _search_settings(request: Request, form: ParsedForm, ready: Ready) -> SearchSettings:
+    options = parse_caption_options(request.query_params, form.fields)
+    return to_search_settings(options, ready.search)
 
 
 def _files(form: ParsedForm, field: str) -> list[UploadedFile]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from captioning.offline import expand_paths
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,16 @@ def main() -> None:
     constrained = 0
     for _ in range(args.rounds):
         for concepts in (False, True):
-            options = DecodeOptions(concepts=concepts)
+            options = predictor.search.with_options(concepts=concepts)
             started = time.perf_counter()
             for image in encoded:
                 predictor.generate(image, options)
             timings[concepts].append((time.perf_counter() - started) * 1000 / len(encoded))
     for image in encoded:  # how many needed the constrained search
-        plain = predictor.generate(image, DecodeOptions(concepts=False))[0][0].text
-        constrained += predictor.generate(image, DecodeOptions())[0][0].text != plain
+        plain = predictor.generate(image, predictor.search.with_options(concepts=False))[
+            0
+        ].best.text
+        constrained += predictor.generate(image)[0].best.text != plain
     for concepts, values in timings.items():
         logger.info(
             "concepts %s: decoding %.2f ms per caption (median of %d rounds; %s)",

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from sample_images import BLUE, GREEN, RED, jpeg, png
 
 from app.log import JsonFormatter, RequestIdFilter, TextFormatter, request_id_var
-from captioning.predictor import DecodeOptions
 
 
 def post_caption(client: TestClient, data: bytes | None = None, params=None, **fields: object):
@@ -80,7 +79,16 @@ def test_caption_response_shape(client) -> None:
     response = post_caption(client, jpeg(RED, size=(80, 50)))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"caption", "captions", "tags", "width", "height", "model", "timings_ms"}
+    assert set(body) == {
+        "caption",
+        "captions",
+        "tags",
+        "evidence",
+        "width",
+        "height",
+        "model",
+        "timings_ms",
+    }
     assert body["caption"] == "a red square on a table"
     assert body["tags"] == [{"word": "red", "probability": pytest.approx(0.86, abs=0.05)}]
     assert body["captions"] == [
@@ -138,7 +146,7 @@ def test_n_best_captions_with_attention(client) -> None:
 def test_options_reach_the_model(client, predictor) -> None:
     response = post_caption(client, beam_size=5, max_length=3, num_captions=2)
     assert response.status_code == 200
-    assert predictor.generate_calls[-1][1] == DecodeOptions(
+    assert predictor.generate_calls[-1][1] == predictor.search.with_options(
         beam_size=5, max_length=3, num_captions=2, return_attention=False
     )
     assert all(len(c["text"].split()) <= 3 for c in response.json()["captions"])
@@ -160,7 +168,7 @@ def test_options_as_query_parameters_and_form_fields_win(client, predictor) -> N
 
 def test_empty_form_value_means_default(client, predictor) -> None:
     assert post_caption(client, beam_size="", max_length="").status_code == 200
-    assert predictor.generate_calls[-1][1] == DecodeOptions(beam_size=3)
+    assert predictor.generate_calls[-1][1] == predictor.search.with_options(beam_size=3)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from sample_images import BLUE, GREEN, RED, png
 from app.batching import MicroBatcher
 from app.errors import OverloadedError, ShuttingDownError
 from app.metrics import Metrics
-from captioning.predictor import DecodeOptions
+from captioning.search_settings import SearchSettings
 
 COLOURS = {RED: "red", GREEN: "green", BLUE: "blue"}
 
@@ -230,14 +230,14 @@ def test_batcher_admits_a_request_whole_or_not_at_all(make_predictor, until) -> 
             batcher = _batcher(predictor, executor, max_batch_size=1, max_queue_size=3)
             batcher.start()
             image = _pixels(predictor)[0]
-            running = batcher.submit_many([image], DecodeOptions())
+            running = batcher.submit_many([image], SearchSettings(max_length=12))
             await until(predictor.encode_started.is_set)
-            batcher.submit_many([image, image], DecodeOptions())
+            batcher.submit_many([image, image], SearchSettings(max_length=12))
             with pytest.raises(OverloadedError) as refused:
-                batcher.submit_many([image, image], DecodeOptions())
+                batcher.submit_many([image, image], SearchSettings(max_length=12))
             assert refused.value.headers["Retry-After"].isdigit()
             assert batcher.depth == 2  # nothing of the refused request was queued
-            batcher.submit_many([image], DecodeOptions())
+            batcher.submit_many([image], SearchSettings(max_length=12))
             gate.set()
             await asyncio.gather(*running)
             await batcher.stop(timeout_s=5)
@@ -254,13 +254,13 @@ def test_batcher_stop_finishes_queued_work_then_refuses(make_predictor) -> None:
             batcher = _batcher(predictor, executor, max_batch_size=2)
             batcher.start()
             image = _pixels(predictor)[0]
-            futures = batcher.submit_many([image] * 5, DecodeOptions(beam_size=1))
+            futures = batcher.submit_many([image] * 5, SearchSettings(max_length=12, beam_size=1))
             await batcher.stop(timeout_s=5)
             outputs = [future.result() for future in futures]  # all done, none failed
-            assert [o.captions[0].text for o in outputs] == ["a red square on a table"] * 5
+            assert [o.result.captions[0].text for o in outputs] == ["a red square on a table"] * 5
             assert sum(predictor.encode_batches) == 5
             with pytest.raises(ShuttingDownError):
-                batcher.submit_many([image], DecodeOptions())
+                batcher.submit_many([image], SearchSettings(max_length=12))
 
     asyncio.run(main())
 
@@ -274,9 +274,9 @@ def test_batcher_stop_timeout_answers_what_is_left(make_predictor, until) -> Non
             batcher = _batcher(predictor, executor, max_batch_size=1)
             batcher.start()
             image = _pixels(predictor)[0]
-            running = batcher.submit_many([image], DecodeOptions())
+            running = batcher.submit_many([image], SearchSettings(max_length=12))
             await until(predictor.encode_started.is_set)
-            queued = batcher.submit_many([image], DecodeOptions())
+            queued = batcher.submit_many([image], SearchSettings(max_length=12))
             await batcher.stop(timeout_s=0.1)  # the model is stuck: give up waiting
             for future in running + queued:
                 assert isinstance(future.exception(), ShuttingDownError)

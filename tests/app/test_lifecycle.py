@@ -19,7 +19,7 @@ import app.main
 from app.config import Settings, get_settings
 from app.log import JsonFormatter, configure_logging
 from app.main import create_app
-from app.service import SelfTestError, State
+from app.service import State
 from captioning.bundle import ArtifactError
 from captioning.runtime import RuntimeOptions
 
@@ -92,7 +92,7 @@ def test_other_startup_errors_are_logged_with_a_traceback(make_settings, caplog)
 
 def test_a_model_that_computes_nan_does_not_go_ready(make_app, make_predictor, caplog) -> None:
     application = make_app(make_predictor(nan_features=True))
-    with caplog.at_level(logging.ERROR), pytest.raises(SelfTestError, match="NaN"):
+    with caplog.at_level(logging.ERROR), pytest.raises(ArtifactError, match="NaN"):
         start_and_stop(application)
     assert any("cannot start: model self-test failed" in r.getMessage() for r in caplog.records)
 
@@ -190,7 +190,7 @@ def test_settings_come_from_captioner_environment_variables(monkeypatch, tmp_pat
     defaults = Settings(_env_file=None, artifacts_dir="x", max_batch_size=16)  # type: ignore[call-arg]
     assert defaults.max_upload_bytes == 10 * 1024 * 1024
     assert (defaults.max_image_pixels, defaults.max_queue_size) == (40_000_000, 64)
-    assert (defaults.default_beam_size, defaults.port) == (3, 8000)
+    assert (defaults.default_beam_size, defaults.port) == (None, 8000)  # None: the model's
 
 
 def test_settings_refuse_inconsistent_limits() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from captioning.predictor import CaptionPredictor
-from tests.support.predictors import FakePredictor, Predictor
+from captioning.types import Predictor
+from tests.support.predictors import FakePredictor
 
 COMMITTED_ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 METHODS = ("warmup", "preprocess", "encode", "generate", "caption_images")

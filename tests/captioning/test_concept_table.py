@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from captioning.concepts import ConceptTable
-from captioning.predictor import name_subject
+from captioning.subjects import name_subject
 
 # Three classes: two dog breeds and a tabby; concepts: terrier, dog, cat.
 TABLE = ConceptTable(

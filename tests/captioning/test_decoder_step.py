@@ -5,8 +5,8 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from captioning.bundle import DECODER_STEP_TFLITE, ArtifactError, load_bundle
-from captioning.decoding import _Stepper, beam_search, greedy_decode
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.decoder_step import DecoderStepper
+from captioning.predictor import CaptionPredictor
 from captioning.runtime import (
     DECODER_STEP_SIGNATURES,
     STEP_SIGNATURE,
@@ -14,6 +14,8 @@ from captioning.runtime import (
     RuntimeOptions,
     make_decoder_step,
 )
+from captioning.search import beam_search, greedy_decode
+from captioning.search_settings import SearchSettings
 from captioning.text import END_ID, PAD_ID
 from tests.support.fixtures import tiny_examples
 from training.export import DECODER_STEP_LOG_PROB_TOLERANCE
@@ -46,8 +48,8 @@ def test_training_exports_the_step_with_its_hash(bundle, tiny_artifacts):
 
 def test_one_step_matches_numpy(bundle, numpy_predictor, encoded):
     weights = numpy_predictor.weights
-    exact = _Stepper(weights, encoded.grid, encoded.pooled)
-    fast = _Stepper(
+    exact = DecoderStepper(weights, encoded.grid, encoded.pooled)
+    fast = DecoderStepper(
         weights, encoded.grid, encoded.pooled, LiteRTDecoderStep(bundle.tflite_decoder_step)
     )
     beams = 2
@@ -84,8 +86,8 @@ def test_an_export_without_init_and_beam_step_is_refused():
 
 def test_init_matches_numpy(bundle, numpy_predictor, encoded):
     weights = numpy_predictor.weights
-    exact = _Stepper(weights, encoded.grid, encoded.pooled)
-    fast = _Stepper(
+    exact = DecoderStepper(weights, encoded.grid, encoded.pooled)
+    fast = DecoderStepper(
         weights, encoded.grid, encoded.pooled, LiteRTDecoderStep(bundle.tflite_decoder_step)
     )
     for name in ("keys", "h0", "c0"):
@@ -100,8 +102,8 @@ def test_init_matches_numpy(bundle, numpy_predictor, encoded):
 def test_beam_step_matches_numpy(bundle, numpy_predictor, encoded):
     """The scoring and top-k in the graph pick what NumPy picks from the same log-probs."""
     weights = numpy_predictor.weights
-    exact = _Stepper(weights, encoded.grid, encoded.pooled)
-    fast = _Stepper(
+    exact = DecoderStepper(weights, encoded.grid, encoded.pooled)
+    fast = DecoderStepper(
         weights, encoded.grid, encoded.pooled, LiteRTDecoderStep(bundle.tflite_decoder_step)
     )
     beams, vocab = 3, len(weights.word_gates)
@@ -135,11 +137,18 @@ def test_beam_step_matches_numpy(bundle, numpy_predictor, encoded):
 def test_captions_agree_with_numpy(bundle, numpy_predictor, encoded):
     """int8 weights move log-probs a little; on these images the captions stay the same."""
     runtime = LiteRTDecoderStep(bundle.tflite_decoder_step)
-    weights, max_length = numpy_predictor.weights, numpy_predictor.max_length
-    grid, pooled = encoded.grid, encoded.pooled
-    greedy = [greedy_decode(weights, grid, pooled, max_length, runtime=r) for r in (None, runtime)]
+    weights, grid, pooled = numpy_predictor.weights, encoded.grid, encoded.pooled
+    greedy_settings = numpy_predictor.search.with_options(beam_size=1)
+    greedy = [
+        greedy_decode(weights, grid, pooled, settings=greedy_settings, runtime=r)
+        for r in (None, runtime)
+    ]
     assert [h.token_ids for h in greedy[0]] == [h.token_ids for h in greedy[1]]
-    beams = [beam_search(weights, grid, pooled, 3, max_length, runtime=r) for r in (None, runtime)]
+    beam_settings = numpy_predictor.search.with_options(beam_size=3)
+    beams = [
+        beam_search(weights, grid, pooled, settings=beam_settings, runtime=r)
+        for r in (None, runtime)
+    ]
     assert [b[0].token_ids for b in beams[0]] == [b[0].token_ids for b in beams[1]]
 
 
@@ -147,9 +156,9 @@ def test_the_service_default_decodes_with_litert(tiny_artifacts, numpy_predictor
     predictor = CaptionPredictor.from_artifacts(tiny_artifacts)
     assert predictor.decoder_runtime == "litert-int8"
     assert numpy_predictor.decoder_runtime == "numpy"
-    options = DecodeOptions(beam_size=3)
-    ours = [c[0].text for c in predictor.generate(encoded, options)]
-    reference = [c[0].text for c in numpy_predictor.generate(encoded, options)]
+    settings = predictor.search.with_options(beam_size=3)
+    ours = [r.best.text for r in predictor.generate(encoded, settings)]
+    reference = [r.best.text for r in numpy_predictor.generate(encoded, settings)]
     assert ours == reference
 
 
@@ -169,14 +178,12 @@ def test_one_runtime_serves_captions_of_different_images_and_batch_sizes(
     """The runtime copies an image's regions in once per caption, not per word: a caption
     decoded after others, of other sizes, must come out as with a runtime of its own."""
     shared = LiteRTDecoderStep(bundle.tflite_decoder_step)
-    weights, max_length = numpy_predictor.weights, numpy_predictor.max_length
+    weights, settings = numpy_predictor.weights, numpy_predictor.search.with_options(beam_size=3)
 
     def caption(runtime, rows):
         grid, pooled = encoded.grid[rows], encoded.pooled[rows]
-        return [
-            b[0].token_ids
-            for b in beam_search(weights, grid, pooled, 3, max_length, runtime=runtime)
-        ]
+        found = beam_search(weights, grid, pooled, settings=settings, runtime=runtime)
+        return [b[0].token_ids for b in found]
 
     orders = [[0], [1], [1, 2], [0, 2], list(range(len(encoded))), [0]]
     for rows in orders:
@@ -189,13 +196,15 @@ def test_a_lone_image_and_a_batch_get_the_same_captions(bundle, numpy_predictor,
     one: the thread count must not change what the decoder says."""
     runtime = LiteRTDecoderStep(bundle.tflite_decoder_step, num_threads=2, batch_threads=1)
     assert runtime._single is not runtime._batched
-    weights = numpy_predictor.weights
-    together = beam_search(weights, encoded.grid, encoded.pooled, 3, 8, runtime=runtime)
+    weights, settings = numpy_predictor.weights, SearchSettings(beam_size=3, max_length=8)
+    together = beam_search(
+        weights, encoded.grid, encoded.pooled, settings=settings, runtime=runtime
+    )
     for index, hypotheses in enumerate(together):
+        one = slice(index, index + 1)
         alone = beam_search(
-            weights, encoded.grid[index : index + 1], encoded.pooled[index : index + 1], 3, 8,
-            runtime=runtime,
-        )[0]  # fmt: skip
+            weights, encoded.grid[one], encoded.pooled[one], settings=settings, runtime=runtime
+        )[0]
         assert [h.token_ids for h in alone] == [h.token_ids for h in hypotheses]
         np.testing.assert_allclose(
             [h.log_prob for h in alone], [h.log_prob for h in hypotheses], atol=1e-4

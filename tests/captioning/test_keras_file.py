@@ -13,7 +13,7 @@ import pytest
 
 from captioning.bundle import DECODER_KERAS, ArtifactError, load_bundle
 from captioning.decoder_layers import WEIGHTED_LAYERS
-from captioning.decoding import DecoderWeights
+from captioning.decoder_step import DecoderWeights
 from captioning.keras_file import KerasFileError, read_layer_weights, snake_case
 from training.modeling.bundle import load_keras_bundle
 

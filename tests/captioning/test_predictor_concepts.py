@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
+from captioning.types import Caption, CaptionResult
 from tests.support.fixtures import tiny_examples
 from tests.support.wordnet import write_wordnet
 from training.concepts import add_concepts
@@ -41,18 +42,22 @@ def one_hot(table: ConceptTable, word: str, images: int) -> np.ndarray:
     return probabilities
 
 
+def captions(results: list[CaptionResult]) -> list[tuple[Caption, ...]]:
+    return [result.captions for result in results]
+
+
 def test_concepts_added_after_training_keep_the_captions(predictor, photos, tiny_artifacts):
     plain = CaptionPredictor.from_artifacts(tiny_artifacts)
     assert plain.concepts is None
     same = plain.encode(plain.preprocess([image for _, image, _ in tiny_examples()[:4]]))
     np.testing.assert_allclose(same.pooled, photos.pooled, atol=1e-2 * np.abs(same.pooled).max())
-    assert plain.generate(same, DecodeOptions()) == predictor.generate(photos, DecodeOptions())
+    assert captions(plain.generate(same)) == captions(predictor.generate(photos))
 
 
 def test_the_tiny_model_ships_tags_from_its_concept_table(predictor, photos) -> None:
     assert predictor.concepts is not None
     assert photos.concepts is not None and photos.concepts.shape[0] == 4
-    for tags in predictor.tags(photos):
+    for tags in (result.tags for result in predictor.generate(photos)):
         assert [t.probability for t in tags] == sorted((t.probability for t in tags), reverse=True)
         assert all(t.probability >= predictor.concept_threshold for t in tags)
 
@@ -61,13 +66,14 @@ def test_a_confident_concept_unseen_in_captions_is_named(predictor, photos) -> N
     table = predictor.concepts
     assert "zebra" not in predictor.vocabulary  # the tiny captions are coloured shapes
     zebra = dataclasses.replace(photos, concepts=one_hot(table, "zebra", len(photos)))
-    for (best,) in predictor.generate(zebra, DecodeOptions(beam_size=3)):
+    for best in (r.best for r in predictor.generate(zebra, predictor.search)):
         assert "zebra" in best.tokens, best.text
         assert "an zebra" not in best.text and best.text.split()[0] in ("a", "zebra")
     # Off by option: the decoder's own captions, word for word.
     plain = dataclasses.replace(photos, concepts=None)
-    assert predictor.generate(zebra, DecodeOptions(concepts=False)) == predictor.generate(
-        plain, DecodeOptions()
+    without_concepts = predictor.search.with_options(concepts=False)
+    assert captions(predictor.generate(zebra, without_concepts)) == captions(
+        predictor.generate(plain)
     )
 
 
@@ -75,4 +81,4 @@ def test_a_concept_below_the_threshold_changes_nothing(predictor, photos) -> Non
     table = predictor.concepts
     unsure = dataclasses.replace(photos, concepts=one_hot(table, "zebra", len(photos)) / 3)
     plain = dataclasses.replace(photos, concepts=None)
-    assert predictor.generate(unsure, DecodeOptions()) == predictor.generate(plain, DecodeOptions())
+    assert captions(predictor.generate(unsure)) == captions(predictor.generate(plain))

@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data as samples
 
 from captioning.images import decode_image
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
 
 pytestmark = pytest.mark.model
 
@@ -38,7 +38,7 @@ def _photo(name: str) -> Image.Image:
 
 
 def _caption(predictor: CaptionPredictor, image: Image.Image, **options) -> str:
-    return predictor.caption_images([image], DecodeOptions(**options))[0].best.text
+    return predictor.caption_images([image], predictor.search.with_options(**options))[0].best.text
 
 
 def _jpeg_round_trip(image: Image.Image, **save) -> Image.Image:
@@ -90,14 +90,14 @@ def test_captions_are_well_formed(predictor):
     for name in ("astronaut", "chelsea", "coffee", "rocket", "camera"):
         for beam_size in (1, 3, 5):
             words = _caption(predictor, _photo(name), beam_size=beam_size).split()
-            assert 3 <= len(words) <= predictor.max_length, words
+            assert 3 <= len(words) <= predictor.search.max_length, words
             repeats = [a == b == c for a, b, c in zip(words, words[1:], words[2:], strict=False)]
             assert not any(repeats), words
 
 
 def test_n_best_are_distinct_and_ranked(predictor):
     result = predictor.caption_images(
-        [_photo("chelsea")], DecodeOptions(beam_size=5, num_captions=5)
+        [_photo("chelsea")], predictor.search.with_options(beam_size=5, num_captions=5)
     )[0]
     texts = [c.text for c in result.captions]
     assert len(set(texts)) == len(texts) == 5

@@ -1,4 +1,5 @@
-"""Test doubles for the captioning predictor, and the interface they share with the real one."""
+"""A test double for the captioning predictor, with the real one's interface
+(`captioning.types.Predictor`)."""
 
 from __future__ import annotations
 
@@ -6,44 +7,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
+from captioning.bundle import ArtifactError
 from captioning.concepts import Tag
 from captioning.images import to_model_batch
-from captioning.predictor import DecodeOptions, EncodedImages
-from captioning.types import Caption, CaptionResult
+from captioning.search_settings import SearchSettings
+from captioning.types import Caption, CaptionResult, EncodedImages, Predictor
 
-
-@runtime_checkable
-class Predictor(Protocol):
-    """What the service (app/service.py, app/batching.py) uses of `CaptionPredictor`."""
-
-    model_id: str
-    input_size: int
-    grid_size: int
-    max_length: int
-
-    @property
-    def manifest(self) -> dict[str, Any]: ...
-
-    def warmup(self) -> None: ...
-
-    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray: ...
-
-    def encode(self, pixels: np.ndarray) -> EncodedImages: ...
-
-    def generate(
-        self, encoded: EncodedImages, options: DecodeOptions
-    ) -> list[tuple[Caption, ...]]: ...
-
-    def tags(self, encoded: EncodedImages) -> list[tuple[Tag, ...]]: ...
-
-    def caption_images(
-        self, images: Sequence[Image.Image], options: DecodeOptions | None = None
-    ) -> list[CaptionResult]: ...
+__all__ = ["FakePredictor", "Predictor"]
 
 
 PLACES = ("table", "wall", "floor", "beach", "street", "field", "road", "lawn", "desk", "shelf")
@@ -75,13 +49,15 @@ class FakePredictor:
         encode_delay_s: float = 0.0,
         gate: threading.Event | None = None,
         fail_encode: bool = False,
-        fail_generate: Callable[[DecodeOptions], bool] | None = None,
+        fail_generate: Callable[[SearchSettings], bool] | None = None,
         nan_features: bool = False,
     ) -> None:
         self.model_id = model_id
         self.input_size = input_size
         self.grid_size = grid_size
-        self.max_length = max_length
+        self.search = SearchSettings(
+            max_length=max_length, length_limit=max_length, length_penalty=0.5
+        )
         self.broken_manifest = False  # make the `manifest` property raise (an unexpected bug)
         self._manifest = {
             "model_id": model_id,
@@ -98,7 +74,7 @@ class FakePredictor:
         self.no_captions = False  # generate() answers an empty n-best list
         self.encode_started = threading.Event()
         self.encode_batches: list[int] = []
-        self.generate_calls: list[tuple[int, DecodeOptions]] = []
+        self.generate_calls: list[tuple[int, SearchSettings]] = []
         self.warmed_up = False
         self.threads: set[str] = set()
 
@@ -113,14 +89,18 @@ class FakePredictor:
         return cls()
 
     def warmup(self) -> None:
+        """As the real one: run the model once and refuse to serve one that computes NaN."""
         self.threads.add(threading.current_thread().name)
+        pixels = np.full((1, self.input_size, self.input_size, 3), 128.0, np.float32)
+        if not np.isfinite(self._encode(pixels).grid).all():
+            raise ArtifactError("model self-test failed: the encoder computes NaN features")
         self.warmed_up = True
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         return to_model_batch(images, self.input_size)
 
-    # Calls before warmup() are the service's start-up self-test: the fault hooks and the call
-    # records below only apply once the predictor has been warmed up, i.e. while serving.
+    # The fault hooks and the call records below only apply once the predictor has been
+    # warmed up, i.e. while serving.
     def encode(self, pixels: np.ndarray) -> EncodedImages:
         size = self.input_size
         assert pixels.shape[1:] == (size, size, 3) and pixels.dtype == np.float32
@@ -148,36 +128,36 @@ class FakePredictor:
             regions = np.full_like(regions, np.nan)
         return EncodedImages(grid=regions.astype(np.float32), pooled=regions.mean(axis=1))
 
-    def generate(self, encoded: EncodedImages, options: DecodeOptions) -> list[tuple[Caption, ...]]:
+    def generate(
+        self, encoded: EncodedImages, settings: SearchSettings | None = None
+    ) -> list[CaptionResult]:
+        """Captions naming each image's colour; its tag is the colour, as confident as the
+        colour is pure."""
+        settings = settings or self.search
         if self.warmed_up:
-            self.generate_calls.append((len(encoded), options))
-            if self.fail_generate is not None and self.fail_generate(options):
+            self.generate_calls.append((len(encoded), settings))
+            if self.fail_generate is not None and self.fail_generate(settings):
                 raise RuntimeError("decoder exploded reading /srv/secret/decoder.keras")
             if self.no_captions:
-                return [() for _ in range(len(encoded))]
-        limit = options.max_length or self.max_length
-        return [
-            tuple(
-                self._caption(encoded.grid[i], encoded.pooled[i], rank, limit, options)
-                for rank in range(options.num_captions)
+                return [CaptionResult(captions=()) for _ in range(len(encoded))]
+        results = []
+        for regions, pooled in zip(encoded.grid, encoded.pooled, strict=True):
+            captions = tuple(
+                self._caption(regions, pooled, rank, settings)
+                for rank in range(settings.num_captions)
             )
-            for i in range(len(encoded))
-        ]
-
-    def tags(self, encoded: EncodedImages) -> list[tuple[Tag, ...]]:
-        """The dominant colour as a tag, as confident as the colour is pure."""
-        return [
-            (Tag(colour_name(pooled), round(float(pooled.max() - pooled.min()), 4)),)
-            for pooled in encoded.pooled
-        ]
+            tag = Tag(colour_name(pooled), round(float(pooled.max() - pooled.min()), 4))
+            results.append(CaptionResult(captions=captions, tags=(tag,)))
+        return results
 
     def _caption(
-        self, regions: np.ndarray, pooled: np.ndarray, rank: int, limit: int, options: DecodeOptions
+        self, regions: np.ndarray, pooled: np.ndarray, rank: int, settings: SearchSettings
     ) -> Caption:
-        tokens = ("a", colour_name(pooled), "square", "on", "a", PLACES[rank])[:limit]
+        tokens = ("a", colour_name(pooled), "square", "on", "a", PLACES[rank])
+        tokens = tokens[: settings.max_length]
         log_prob = -0.5 * len(tokens) - 0.7 * rank
         attention = None
-        if options.return_attention:
+        if settings.return_attention:
             brightness = regions.mean(axis=1)
             logits = np.stack([brightness * (t + 1) for t in range(len(tokens))])
             weights = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -186,13 +166,11 @@ class FakePredictor:
             text=" ".join(tokens),
             tokens=tokens,
             log_prob=log_prob,
-            score=log_prob / len(tokens) ** (options.length_penalty or 0.5),
+            score=log_prob / len(tokens) ** settings.length_penalty,
             attention=attention,
         )
 
     def caption_images(
-        self, images: Sequence[Image.Image], options: DecodeOptions | None = None
+        self, images: Sequence[Image.Image], settings: SearchSettings | None = None
     ) -> list[CaptionResult]:
-        options = options or DecodeOptions()
-        captions = self.generate(self.encode(self.preprocess(images)), options)
-        return [CaptionResult(captions=c) for c in captions]
+        return self.generate(self.encode(self.preprocess(images)), settings)

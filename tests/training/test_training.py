@@ -10,7 +10,7 @@ import pytest
 
 from captioning.bundle import MANIFEST, load_bundle
 from captioning.images import load_image_file
-from captioning.predictor import CaptionPredictor, DecodeOptions
+from captioning.predictor import CaptionPredictor
 from captioning.text import normalize_caption
 from tests.support.fixtures import tiny_examples
 from training.cli import _parser, config_from_arguments
@@ -70,7 +70,7 @@ def test_save_load_round_trip_gives_identical_captions(tiny_training_run, tiny_p
     config, _ = tiny_training_run
     reloaded = CaptionPredictor.from_artifacts(config.artifacts_dir)
     images = [image for _, image, _ in tiny_examples()[:6]]
-    options = DecodeOptions(beam_size=3, num_captions=2)
+    options = tiny_predictor.search.with_options(beam_size=3, num_captions=2)
     first = tiny_predictor.caption_images(images, options)
     second = reloaded.caption_images(images, options)
     for a, b in zip(first, second, strict=True):
@@ -205,7 +205,7 @@ def test_evaluate_can_make_its_decoding_settings_the_default(
     assert manifest["metrics"]["dev"]["CIDEr"] == summary["metrics"]["CIDEr"]
     # The service decodes with what was recorded.
     predictor = CaptionPredictor.from_artifacts(artifacts)
-    assert predictor.decoding_settings(DecodeOptions()) == (0.75, 2)
+    assert (predictor.search.length_penalty, predictor.search.no_repeat_ngram) == (0.75, 2)
 
 
 def test_cli_reports_bad_input_clearly(tmp_path, caplog):

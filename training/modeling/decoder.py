@@ -12,7 +12,7 @@ the LSTM over whole captions at once (teacher forcing):
 
 A training batch holds several images with several captions each, so the region projection is
 computed once per image rather than once per caption. Decoding (greedy and beam search) lives in
-`captioning.decoding` and runs the same equations on these layers' weights.
+`captioning.decoder_step` and runs the same equations on these layers' weights.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import layers, ops
 
-# Layer names: `captioning.decoding` reads the weights by these names.
+# Layer names: `captioning.decoder_step` reads the weights by these names.
 from captioning.decoder_layers import (
     COMBINE,
     EMBEDDING,

@@ -1,0 +1,102 @@
+"""Naming the photo's subject: which concept a caption must name, and how it is written.
+
+The decoder writes a concept's word, or a stand-in word it knows when its vocabulary lacks the
+concept's ("animal" for a zebra, as in DCC); the caption then shows the concept's word in the
+stand-in's place, with its article made to agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from captioning.bundle import ArtifactError
+from captioning.concepts import ConceptTable
+from captioning.text import Vocabulary
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The concept a caption is made to name, and how. The decoder writes one of the
+    `written` tokens (the concept's word or a stand-in it knows, singular or plural), and
+    the caption shows the concept's word in its place. A caption that already has one of the
+    `named` tokens (the concept or a broader one, as words: "dog" for a terrier) is kept."""
+
+    written: dict[int, str]  # token -> the words shown in its place
+    named: frozenset[int]
+
+
+class SubjectNamer:
+    """The subjects of images from their concept probabilities, and captions that show them."""
+
+    def __init__(self, table: ConceptTable, vocabulary: Vocabulary, threshold: float) -> None:
+        stand_ins = {*table.stand_ins, *(w for w in table.stand_in_plurals if w)}
+        unknown = sorted(w for w in stand_ins if w not in vocabulary)
+        if unknown:
+            raise ArtifactError(f"concepts.json: stand-in words not in tokenizer.p: {unknown[:5]}")
+        self.table = table
+        self.vocabulary = vocabulary
+        self.threshold = threshold
+        self._cache: dict[int, Subject] = {}
+
+    def subject(self, index: int) -> Subject:
+        """Concept `index` as a `Subject` (built once per concept)."""
+        if index not in self._cache:
+            table, vocabulary = self.table, self.vocabulary
+            written = {vocabulary.id_of(table.stand_ins[index]): table.words[index]}
+            if table.stand_in_plurals[index]:
+                written[vocabulary.id_of(table.stand_in_plurals[index])] = table.plurals[index]
+            named = {
+                vocabulary.id_of(word)
+                for concept in table.related(index)
+                for word in (table.words[concept], table.plurals[concept], *table.synonyms[concept])
+                if word in vocabulary
+            }
+            self._cache[index] = Subject(written, frozenset(named))
+        return self._cache[index]
+
+    def subjects(self, concepts: np.ndarray) -> list[Subject | None]:
+        """Each image's most specific confident concept, from (images, concepts) probabilities."""
+        found = (self.table.subject(row, self.threshold) for row in concepts)
+        return [None if index is None else self.subject(index) for index in found]
+
+    def show(
+        self, words: tuple[str, ...], token_ids: tuple[int, ...], subject: Subject
+    ) -> tuple[str, ...]:
+        """The caption's words with the concept's word where the decoder wrote a stand-in."""
+        position = next((i for i, t in enumerate(token_ids) if t in subject.written), None)
+        if position is None:
+            return words
+        return name_subject(words, position, subject.written[token_ids[position]])
+
+
+_AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "once")
+_SILENT_H = ("hour", "honest", "honor", "honour", "heir")
+
+
+def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str, ...]:
+    """The caption with `word` at `position` (where the decoder wrote its stand-in), and the
+    article before it agreeing ("a animal" -> "an axolotl", "an animal" -> "a zebra")."""
+    named = list(words)
+    parts = word.split(" ")
+    # "soccer" + "ball" -> "soccer ball", not "soccer soccer ball".
+    lead = next(
+        (
+            k
+            for k in range(len(parts) - 1, 0, -1)
+            if named[max(position - k, 0) : position] == parts[:k]
+        ),
+        0,
+    )
+    named[position - lead : position + 1] = [word]
+    position -= lead
+    if position > 0 and named[position - 1] in ("a", "an"):
+        named[position - 1] = "an" if _takes_an(word) else "a"
+    return tuple(named)
+
+
+def _takes_an(word: str) -> bool:
+    if word.startswith(_SILENT_H):
+        return True
+    return word[:1] in "aeiou" and not word.startswith(_AN_EXCEPTIONS)
