@@ -151,6 +151,13 @@ def _add_concept_commands(
             "--concept-threshold", type=float, default=None, help="default: the manifest's"
         )
     open_world.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    open_world.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="TSV of file, person, dog, cat (0/1) and a reference caption: adds phantom "
+        "person/dog/cat rates, the grounded share and CIDEr-D",
+    )
 
     concepts = commands.add_parser(
         "add-concepts",
@@ -185,15 +192,16 @@ def _run_concept_command(args: argparse.Namespace) -> dict:
     from captioning.predictor import CaptionPredictor, DecodeOptions
 
     if args.command == "evaluate-open":
-        from training.open_world import evaluate_open_world
+        from training.open_world import evaluate_open_world, read_labels
         from training.wordnet import WordNet
 
+        labels = read_labels(args.labels) if args.labels is not None else None
         predictor = CaptionPredictor.from_artifacts(args.artifacts)
         if args.concept_threshold is not None:
             predictor.concept_threshold = args.concept_threshold
         options = DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
         return evaluate_open_world(
-            predictor, args.path, options, args.output, WordNet.load(args.wordnet)
+            predictor, args.path, options, args.output, WordNet.load(args.wordnet), labels
         )
     from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
     from training.concepts import add_concepts
