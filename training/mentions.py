@@ -1,8 +1,10 @@
 """Which words of a caption claim a person, a dog or a cat, and how many: one lexicon, read
 from WordNet, for measuring captions (`training.open_world`) and for grounding them.
 
-A noun claims a group when the sense a reader takes it in (`WordNet.usual_sense`: the most
-often tagged, else a physical thing before a person) is one of the group's synsets:
+A noun claims a group when the sense a reader takes it in is one of the group's synsets. That
+sense (`WordNet.usual_sense`) is the one tagged most often in WordNet's concordance; where no
+sense is tagged 3 times, the first physical thing other than a person, as the concept table
+reads words: a "hot dog" is food, a "whale" or a "primate" an animal, a "boxer" a dog.
 
 - person: person.n.01 and its kinds (man, girl, surfer, rider, ...) and "people", its plural;
   not a name (a lemma WordNet capitalises: "German", "Santa Claus", "Black and Tan") nor a
@@ -12,14 +14,14 @@ often tagged, else a physical thing before a person) is one of the group's synse
 - cat: cat.n.01 itself ("cat"), the domestic cat and its kinds (tabby, tomcat, ...), kitten;
   not the big cats.
 
-WordNet's phrases are read whole: a "hot dog" is food, a "German shepherd" a dog, a "big cat"
-not a cat. A person word just before an animal's name modifies it ("baby elephant", "boxer
-dog"). A person is also claimed by
+WordNet's phrases are read whole: a "German shepherd" is a dog, a "big cat" not a cat, "granny
+smith" an apple. A person word just before an animal's name modifies it ("baby elephant"). A
+person is also claimed by
 - he, she, his, her, him, himself, herself, unless they refer to an animal, the nearest one
   before them ("a bird with a stick in his mouth");
 - clothing (and footwear, glasses) said to be worn: "in a yellow shirt", "wearing a hat". Its
-  wearer is the nearest person or animal before; a dog or a cat may wear a coat, so then no
-  person is claimed, but "a finch in a yellow shirt" claims one;
+  wearer is the nearest person, animal or thing before: a dog or a cat may wear a coat, a
+  thing is in it ("a hair slide in a hat"), but "a finch in a yellow shirt" claims a person;
 - crowd, couple, audience, team, family, unless "of ..." follows ("a couple of dogs").
 
 How many: a plural claims two or more, a number or count word before the noun its number
@@ -34,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.wordnet import DEFAULT_WORDNET_DIR, WordNet
+from training.wordnet import DEFAULT_WORDNET_DIR, MIN_TAGGED, WordNet
 
 PERSON, DOG, CAT = "person", "dog", "cat"
 CHECKED = (PERSON, DOG, CAT)
@@ -115,7 +117,7 @@ class _Unit:
     end: int
     lemma: str | None
     plural: bool
-    kind: str | None  # PERSON, DOG, CAT, WORN, ANIMAL, "pronoun" or None
+    kind: str | None  # PERSON, DOG, CAT, WORN, ANIMAL, THING, "pronoun" or None
 
 
 def caption_words(caption: str) -> list[str]:
@@ -143,22 +145,22 @@ class Lexicon:
     def lemma_of(self, phrase: str) -> tuple[str, bool] | None:
         """The WordNet noun a phrase writes, and whether it is written in the plural."""
         *head, last = phrase.split(" ")
-        irregular = " ".join([*head, self._singular.get(last, last)])
-        # "men" is also a lemma (a work force), "dive" the plural of "diva": such a word is
-        # read as the more often tagged of the two nouns.
-        if (
-            irregular != phrase
-            and self._is_lemma(irregular)
-            and (not self._is_lemma(phrase) or self._tagged(irregular) > self._tagged(phrase))
-        ):
-            return irregular, True
-        if self._is_lemma(phrase):  # "glasses", "people", "shorts"
-            return phrase, False
-        for singular in self._singulars(last):
-            lemma = " ".join([*head, singular])
-            if self._is_lemma(lemma):
-                return lemma, True
-        return None
+        irregular = self._singular.get(last)
+        forms = ([irregular] if irregular else []) + self._singulars(last)
+        singulars = [lemma for f in forms if self._is_lemma(lemma := " ".join([*head, f]))]
+        if not self._is_lemma(phrase):
+            return (singulars[0], True) if singulars else None
+        if singulars:
+            # A lemma that is also a plural ("men": a work force, "weeds": mourning clothes,
+            # "dive": divas) is read as the plural when its singular is tagged more often,
+            # and noun.exc lists it or its own senses are barely tagged ("glasses" stays).
+            best = max(singulars, key=self._tagged)
+            listed = irregular is not None and best == singulars[0]
+            if self._tagged(best) > self._tagged(phrase) and (
+                listed or self._tagged(phrase) < MIN_TAGGED
+            ):
+                return best, True
+        return phrase, False
 
     def _is_lemma(self, lemma: str) -> bool:
         return lemma.replace(" ", "_") in self.wordnet.senses
@@ -245,9 +247,7 @@ class Lexicon:
             if found is None or self.kind(found[0]) in (*CHECKED, WORN):
                 continue
             lemma = found[0]
-            offsets = self.wordnet.senses[lemma.replace(" ", "_")]
-            senses = [o for o in offsets if self._group_of_sense(o)]
-            if not senses:
+            if not any(map(self._group_of_sense, self.wordnet.senses[lemma.replace(" ", "_")])):
                 continue
             usual = self.wordnet.usual_sense(lemma)
             assert usual is not None
@@ -310,7 +310,7 @@ class Lexicon:
             following = units[index + 1] if index + 1 < len(units) else None
             if unit.kind in CHECKED:
                 if unit.kind == PERSON and following and following.kind in (ANIMAL, DOG, CAT):
-                    continue  # "baby elephant", "boxer dog": a modifier
+                    continue  # "baby elephant", "mother bird": a modifier
                 number = self._number_before(words, units, index)
                 count = 2 if unit.plural or self._plural_synset(unit) else 1
                 found.append(
