@@ -155,6 +155,13 @@ def _add_concept_commands(
             "--concept-threshold", type=float, default=None, help="default: the manifest's"
         )
     open_world.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    open_world.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="TSV of file, person, dog, cat (0/1) and a reference caption: adds phantom "
+        "person/dog/cat rates, the grounded share and CIDEr-D",
+    )
 
     concepts = commands.add_parser(
         "add-concepts",
@@ -187,13 +194,14 @@ def record_metrics(artifacts: Path, summary: dict) -> None:
 
 def _run_concept_command(args: argparse.Namespace) -> dict:
     if args.command == "evaluate-open":
-        from training.open_world import evaluate_open_world
+        from training.open_world import evaluate_open_world, read_labels
         from training.wordnet import WordNet
 
+        labels = read_labels(args.labels) if args.labels is not None else None
         predictor = _predictor(args)
         return evaluate_open_world(
             predictor, args.path, _search_settings(predictor, args), args.output,
-            WordNet.load(args.wordnet),
+            WordNet.load(args.wordnet), labels,
         )  # fmt: skip
     from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
     from training.concepts import add_concepts

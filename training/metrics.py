@@ -42,12 +42,14 @@ def score_captions(
     hypotheses: Sequence[str],
     full: bool = True,
     per_image: bool = False,
+    ptb: bool | None = None,
 ) -> dict:
     """COCO metrics of one hypothesis per image against its references.
 
     `full=False` computes only BLEU-1..4 and CIDEr on already-normalised text: the quick score
     used to select checkpoints during training. `per_image` adds each image's CIDEr
-    ("CIDEr_per_image", a list) for paired comparisons (`training.compare`).
+    ("CIDEr_per_image", a list) for paired comparisons (`training.compare`). `ptb` says
+    whether to tokenise with the PTB tokenizer (default: when `full` and Java is there).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -55,7 +57,8 @@ def score_captions(
     if len(references) != len(hypotheses):
         raise ValueError("one hypothesis per image is needed")
     use_java = full and java_available()
-    refs, hyps = _tokenize(references, hypotheses, use_ptb=use_java)
+    use_ptb = use_java if ptb is None else ptb
+    refs, hyps = _tokenize(references, hypotheses, use_ptb=use_ptb)
     results: dict[str, float | str] = {}
     bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
     for n, value in enumerate(bleu, start=1):
@@ -78,5 +81,6 @@ def score_captions(
                 meteor.close() if hasattr(meteor, "close") else None
         else:
             logger.warning("java is not installed: METEOR skipped, PTB tokenizer replaced")
-        results["tokenizer"] = "ptb" if use_java else "captioner-normalize"
+    if full or ptb is not None:
+        results["tokenizer"] = "ptb" if use_ptb else "captioner-normalize"
     return results

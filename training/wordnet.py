@@ -7,7 +7,7 @@ its hypernyms. ImageNet names its classes by these synsets ("n" + the 8-digit of
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
@@ -16,6 +16,9 @@ _HYPERNYM_POINTERS = ("@", "@i")
 # The kinds of thing a photo's subject can be, to tell a word's senses apart: animal, plant,
 # fungus, food, artifact, geological formation.
 PHYSICAL_ENTITY, PERSON = "00001930", "00007846"
+# Fewer tags than this say nothing about which sense is usual ("tiger": a person once, the cat
+# once; "whale": a big person once).
+MIN_TAGGED = 3
 KINDS = frozenset({"00015388", "00017222", "12992868", "00021265", "00021939", "09287968"})
 
 
@@ -24,6 +27,8 @@ class Synset:
     offset: str  # eight digits, as in data.noun
     lemmas: tuple[str, ...]  # lowercase, spaces for underscores, first lemma first
     hypernyms: tuple[str, ...]  # offsets
+    instance: bool = False  # a named individual ("Stephen Crane"), not a kind of thing
+    proper: frozenset[str] = frozenset()  # lemmas written capitalised: names ("German", "Miami")
 
     @property
     def wnid(self) -> str:
@@ -39,11 +44,13 @@ class WordNet:
         senses: dict[str, tuple[str, ...]],
         irregular_plurals: dict[str, str] | None = None,
         verbs: frozenset[str] = frozenset(),
+        counts: SenseCounts | None = None,
     ) -> None:
         self.synsets = synsets
         self.senses = senses  # lemma -> its synsets' offsets, most common sense first
         self.irregular_plurals = irregular_plurals or {}  # singular -> plural ("mouse": "mice")
         self.verbs = verbs  # lemmas that are also verbs: their "-s" form may read as one
+        self.counts = counts or SenseCounts()
         self._kinds: dict[str, str | None] = {}
         self._things: dict[str, bool] = {}
 
@@ -84,7 +91,13 @@ class WordNet:
             if verb_index.is_file()
             else frozenset()
         )
-        return cls(synsets, senses, plurals, verbs)
+        counts = Path(directory) / "cntlist.rev"
+        sense_counts = (
+            SenseCounts.parse(counts.read_text(encoding="utf-8", errors="replace"))
+            if counts.is_file()
+            else SenseCounts()
+        )
+        return cls(synsets, senses, plurals, verbs, sense_counts)
 
     def plural(self, lemma: str) -> str:
         """English plural of a noun lemma (its last word for a compound)."""
@@ -131,15 +144,34 @@ class WordNet:
         sense among physical things other than people is of that kind ("cardigan" reads as a
         sweater, not the dog; "crane" as a machine, not the bird; "wood" as a material)."""
         offsets = self.senses.get(lemma.replace(" ", "_"), ())
-        usual = next((o for o in offsets if self._is_thing(o)), None)
+        usual = next((o for o in offsets if self.is_thing(o)), None)
         return usual is not None and self.kind(usual) == self.kind(wnid.removeprefix("n"))
+
+    def usual_sense(self, lemma: str) -> str | None:
+        """The noun sense a reader takes the lemma in: the one tagged most often in WordNet's
+        concordance (ties: a physical thing other than a person first). A sense tagged fewer
+        than `MIN_TAGGED` times is no evidence (the order is then the lexicographers'): the
+        first physical thing other than a person is taken, as `reads_as` reads words, so a
+        "hot dog" is the sausage, not the show-off, and a "whale" or a "primate" (a person
+        once each) the animal."""
+        offsets = self.senses.get(lemma.replace(" ", "_"), ())
+        if not offsets:
+            return None
+        text = lemma.replace("_", " ")
+        counts = [self.counts.noun(text, position) for position in range(len(offsets))]
+        if max(counts) >= MIN_TAGGED:
+            top = [o for o, count in zip(offsets, counts, strict=True) if count == max(counts)]
+        else:
+            top = list(offsets)
+        return next((o for o in top if self.is_thing(o)), top[0])
 
     def is_thing_word(self, lemma: str) -> bool:
         """Whether the lemma's most common noun sense is a physical thing, not a person."""
         offsets = self.senses.get(lemma.replace(" ", "_"), ())
-        return bool(offsets) and self._is_thing(offsets[0])
+        return bool(offsets) and self.is_thing(offsets[0])
 
-    def _is_thing(self, offset: str) -> bool:
+    def is_thing(self, offset: str) -> bool:
+        """Whether the synset is a physical thing other than a person."""
         if offset not in self._things:  # asked for every sense of every candidate word
             ancestors = {s.offset for _, s in self.ancestors("n" + offset)}
             self._things[offset] = PHYSICAL_ENTITY in ancestors and PERSON not in ancestors
@@ -148,6 +180,52 @@ class WordNet:
     def is_a(self, wnid: str, ancestor_wnid: str) -> bool:
         target = self.synset(ancestor_wnid).offset
         return any(synset.offset == target for _, synset in self.ancestors(wnid))
+
+
+@dataclass(frozen=True)
+class SenseCounts:
+    """How often each sense was tagged in WordNet's semantic concordance (`cntlist.rev`): the
+    evidence behind the sense order, and whether a word is mostly a noun ("white" is mostly an
+    adjective, "man" a noun). Empty when the file is missing: every count is then 0."""
+
+    nouns: dict[str, tuple[int, ...]] = field(default_factory=dict)  # lemma -> count per sense
+    others: dict[str, int] = field(default_factory=dict)  # lemma -> its verb/adj/adv total, most
+
+    @classmethod
+    def parse(cls, text: str) -> SenseCounts:
+        """Lines `lemma%ss_type:...  sense_number  count`; ss_type 1 is a noun."""
+        nouns: dict[str, dict[int, int]] = {}
+        others: dict[tuple[str, str], int] = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) != 3 or "%" not in fields[0]:
+                continue
+            lemma, sense_key = fields[0].split("%", 1)
+            lemma, pos = lemma.replace("_", " ").lower(), sense_key[:1]
+            if pos == "1":
+                nouns.setdefault(lemma, {})[int(fields[1])] = int(fields[2])
+            else:  # 5, an adjective satellite, is an adjective
+                key = (lemma, "3" if pos == "5" else pos)
+                others[key] = others.get(key, 0) + int(fields[2])
+        other_totals: dict[str, int] = {}
+        for (lemma, _), count in others.items():
+            other_totals[lemma] = max(other_totals.get(lemma, 0), count)
+        return cls(
+            {
+                lemma: tuple(by_sense.get(n, 0) for n in range(1, max(by_sense) + 1))
+                for lemma, by_sense in nouns.items()
+            },
+            other_totals,
+        )
+
+    def noun(self, lemma: str, sense: int) -> int:
+        """The count of the lemma's noun sense number `sense` (0-based, WordNet's order)."""
+        counts = self.nouns.get(lemma, ())
+        return counts[sense] if sense < len(counts) else 0
+
+    def reads_as_noun(self, lemma: str) -> bool:
+        """Whether no other part of speech of the word is tagged more often than its nouns."""
+        return sum(self.nouns.get(lemma, ())) >= self.others.get(lemma, 0)
 
 
 def parse_data_line(line: str) -> Synset:
@@ -159,12 +237,15 @@ def parse_data_line(line: str) -> Synset:
     position = 4 + 2 * word_count
     pointer_count = int(fields[position])
     pointers = fields[position + 1 : position + 1 + 4 * pointer_count]
-    hypernyms = tuple(
-        pointers[i + 1]
+    kinds = [
+        (pointers[i], pointers[i + 1])
         for i in range(0, len(pointers), 4)
         if pointers[i] in _HYPERNYM_POINTERS and pointers[i + 2] == "n"
-    )
-    return Synset(offset, tuple(_lemma_text(word) for word in words), hypernyms)
+    ]
+    hypernyms = tuple(target for _, target in kinds)
+    instance = bool(kinds) and all(symbol == "@i" for symbol, _ in kinds)
+    proper = frozenset(_lemma_text(word) for word in words if word[:1].isupper())
+    return Synset(offset, tuple(_lemma_text(word) for word in words), hypernyms, instance, proper)
 
 
 def parse_index_line(line: str) -> tuple[str, tuple[str, ...]]:

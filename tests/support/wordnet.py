@@ -35,16 +35,46 @@ SYNSETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "07695965": (("sandwich",), ("00021265",)),
     "07697537": (("hotdog", "hot_dog", "red_hot"), ("07695965",)),
     "10187710": (("hot_dog", "hotdog"), ("00007846",)),  # a show-off: a person
+    # For training.mentions: people, dogs, cats, clothing, and words that only look like them.
+    "00002137": (("abstraction",), ("00001740",)),
+    "00031264": (("group", "grouping"), ("00002137",)),
+    "07942152": (("people",), ("00031264",)),
+    "10287213": (("man", "adult_male"), ("00007846",)),
+    "10787470": (("woman", "adult_female"), ("00007846",)),
+    "10285313": (("male_child", "boy"), ("00007846",)),
+    "10129825": (("girl",), ("00007846",)),
+    "09917593": (("child", "kid"), ("00007846",)),
+    "10679054": (("surfer", "surfboarder"), ("00007846",)),
+    "09827683": (("baby", "babe", "infant"), ("00007846",)),
+    "09860506": (("blond", "blonde"), ("00007846",)),  # mostly an adjective (COUNTS)
+    "09747722": (("German",), ("00007846",)),  # a name: capitalised
+    "09444100": (("star",), ("00002684",)),  # the star in the sky is the usual sense
+    "10648696": (("star", "principal", "lead"), ("00007846",)),
+    "01322604": (("puppy",), ("02084071",)),
+    "02114100": (("wolf",), ("00015388",)),
+    "02121808": (("domestic_cat", "house_cat"), ("02121620",)),
+    "02122725": (("tom", "tomcat"), ("02121808",)),
+    "02122948": (("kitten", "kitty"), ("00015388",)),
+    "02127808": (("big_cat",), ("00015388",)),
+    "02503517": (("elephant",), ("00015388",)),
+    "01529672": (("finch",), ("01503061",)),
+    "03051540": (("clothing", "article_of_clothing"), ("00021939",)),
+    "03419014": (("garment",), ("03051540",)),
+    "04197391": (("shirt",), ("03419014",)),
+    "03589791": (("jacket",), ("03419014",)),
+    "03497657": (("hat",), ("03051540",)),
     "13000001": (("circle",), ("00021939",)),
     "13000002": (("square",), ("00021939",)),
     "13000003": (("triangle",), ("00021939",)),
 }
 PLACEHOLDER_PARENT = "00002684"  # object
 VERBS = ("dog", "crane", "square", "circle")
+# cntlist.rev: how often a sense was tagged (noun senses numbered in index.noun's order).
+COUNTS = ("star%1:17:00:: 1 8", "star%1:18:01:: 2 3", "blond%3:00:00:: 1 1")
 
 
 def write_wordnet(directory: Path) -> Path:
-    """data.noun, index.noun, noun.exc and index.verb under `directory`; returns it."""
+    """data.noun, index.noun, noun.exc, index.verb and cntlist.rev under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     synsets = dict(SYNSETS)
     for position, wnid in enumerate(read_imagenet_classes()):
@@ -69,6 +99,7 @@ def write_wordnet(directory: Path) -> Path:
     ]
     (directory / "data.noun").write_text("  1 licence header\n" + "\n".join(data) + "\n")
     (directory / "index.noun").write_text("  1 licence header\n" + "\n".join(index) + "\n")
-    (directory / "noun.exc").write_text("geese goose\nmice mouse\n")
+    (directory / "noun.exc").write_text("geese goose\nmice mouse\nmen man\nwomen woman\n")
     (directory / "index.verb").write_text("\n".join(f"{v} v 1 0 1 0 00000001" for v in VERBS))
+    (directory / "cntlist.rev").write_text("\n".join(COUNTS) + "\n")
     return directory
