@@ -1,4 +1,4 @@
-"""`python -m benchmarks.bulk`: `training caption` against `captioning.bulk` on the same photos.
+"""`python -m benchmarks.bulk`: `training caption` against `python -m bulk` on the same photos.
 
     python -m benchmarks.bulk --photos ../shared/flickr8k/Flicker8k_Dataset --limit 1000
 
@@ -26,7 +26,7 @@ from captioning.offline import IMAGE_SUFFIXES, read_rows
 logger = logging.getLogger("benchmarks.bulk")
 
 
-# captioning.bulk's last line: its own time, from Ray being up to the last row written.
+# The bulk command's last line: its own time, from Ray being up to the last row written.
 _BULK_SUMMARY = re.compile(r"in ([\d.]+) s: ([\d.]+) images/s")
 _STAGES = re.compile(r"actor seconds by stage: (\{.*\})")
 
@@ -63,12 +63,12 @@ def run(photos: Path, limit: int, work: Path, artifacts: Path) -> dict[str, Any]
             "--output", str(work / "caption.jsonl"), *map(str, images),
         ],
         "Ray, 1 actor": [
-            python, "-m", "captioning.bulk", "--list", str(listing), "--artifacts",
+            python, "-m", "bulk", "--list", str(listing), "--artifacts",
             str(artifacts), "--output", str(work / "ray1.jsonl"), "--actors", "1",
             "--cpus-per-actor", str(cores),
         ],
         f"Ray, {cores} actors": [
-            python, "-m", "captioning.bulk", "--list", str(listing), "--artifacts",
+            python, "-m", "bulk", "--list", str(listing), "--artifacts",
             str(artifacts), "--output", str(work / f"ray{cores}.jsonl"), "--actors", str(cores),
             "--cpus-per-actor", "1",
         ],

@@ -1,11 +1,13 @@
-"""Captioning image files offline: shared by `python -m training caption` and `captioning.bulk`.
+"""Captioning image files offline: shared by `python -m training caption`, `captioner caption`
+(app/cli.py) and `python -m bulk`.
 
-Both read a file as the service decodes an upload (`CaptionPredictor.read_image`), caption in
-batches and write the same rows, so their outputs can be compared line by line.
+All three read a file as the service decodes an upload (`CaptionPredictor.read_image`), caption
+in batches and write the same rows, so their outputs can be compared line by line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -14,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from captioning.decoding import DEFAULT_BEAM_SIZE
 from captioning.images import ImageError
 from captioning.predictor import CaptionPredictor, DecodeOptions
 from captioning.types import CaptionResult
@@ -24,6 +27,22 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".
 BATCH_SIZE = 32
 
 ImageReader = Callable[[str], Image.Image]
+
+
+def add_caption_options(parser: argparse.ArgumentParser) -> None:
+    """The model and decoding options that every offline captioning command takes."""
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="model bundle")
+    parser.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE)
+    parser.add_argument(
+        "--no-concepts",
+        action="store_true",
+        help="captions of the decoder alone, not made to name the photo's concepts",
+    )
+
+
+def options_from_arguments(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding options of `add_caption_options`' flags."""
+    return DecodeOptions(beam_size=args.beam_size, concepts=not args.no_concepts)
 
 
 def expand_paths(inputs: Iterable[Path]) -> list[Path]:
