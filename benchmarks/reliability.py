@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from benchmarks.cli import split_parts
 from benchmarks.images import jpeg_set
 from benchmarks.machine import describe_machine

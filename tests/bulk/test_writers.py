@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,8 @@ import pytest
 from bulk import BulkError
 from bulk.writers import JsonlWriter, ParquetWriter, open_writer
 from captioning.offline import format_row, read_rows
+from tests.support.imports import REPO, imported_packages
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "image": "a.jpg",
     "caption": "a dog runs",
@@ -65,23 +64,9 @@ def test_output_kinds_are_checked(tmp_path: Path) -> None:
         open_writer(tmp_path / "file", "parquet")
 
 
-def imported_packages(folder: Path) -> dict[str, set[str]]:
-    """The top-level packages each file of `folder` imports, at the top or in functions."""
-    found: dict[str, set[str]] = {}
-    for path in folder.rglob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(ROOT))] = names
-    return found
-
-
 def test_bulk_imports_captioning_and_nothing_imports_bulk() -> None:
-    for path, names in imported_packages(ROOT / "bulk").items():
+    for path, names in imported_packages(REPO / "bulk").items():
         assert not names & {"app", "training", "benchmarks", "tests"}, path
     for package in ("captioning", "app", "training"):
-        for path, names in imported_packages(ROOT / package).items():
+        for path, names in imported_packages(REPO / package).items():
             assert "bulk" not in names, path
