@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.server import REPO_ROOT
+from benchmarks.server_process import REPO_ROOT
 from training.fixture import tiny_config, tiny_train_arguments, write_flickr8k
 
 logger = logging.getLogger(__name__)
