@@ -83,9 +83,9 @@ class LoadResult:
         }
         if latencies:
             quantiles = (50, 90, 95, 99)
-            values = np.percentile(latencies, quantiles)
+            points = np.percentile(latencies, quantiles)
             result["latency_ms"] = {
-                f"p{q}": round(float(value), 1) for q, value in zip(quantiles, values, strict=True)
+                f"p{q}": round(float(point), 1) for q, point in zip(quantiles, points, strict=True)
             } | {"max": round(max(latencies), 1)}
         if self.rss_samples_mb:
             values = [mb for _, mb in self.rss_samples_mb]
