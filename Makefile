@@ -27,7 +27,7 @@ $(VENV)/.installed-dev: pyproject.toml requirements-serve.txt | $(BIN)/python
 	touch $@
 
 serve: install
-	CAPTIONER_HOST=$(HOST) CAPTIONER_PORT=$(PORT) $(BIN)/captioner-serve
+	CAPTIONER_HOST=$(HOST) CAPTIONER_PORT=$(PORT) $(BIN)/captioner serve
 
 lint: install-dev
 	$(BIN)/ruff check .

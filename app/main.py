@@ -144,7 +144,8 @@ app = create_app()
 
 
 def run() -> None:
-    """`captioner-serve`: one process, one model, settings from CAPTIONER_* variables."""
+    """`captioner serve` (or `captioner-serve`): one process, one model, settings from
+    CAPTIONER_* variables."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     uvicorn.run(

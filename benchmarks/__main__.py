@@ -11,6 +11,7 @@ The HTTP part runs first, while this process has not loaded TensorFlow yet.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The encoder and baseline parts load TensorFlow in this process (the served model does not).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.cli import split_parts
@@ -59,13 +61,16 @@ FULL = Plan(
         server_starts=3,
     ),
 )
-QUICK = Plan(
+# Every part once, with few calls: a smoke test.
+QUICK = dataclasses.replace(
+    FULL,
     repeats=1,
     encoder_calls={1: 5, 8: 1},
     decoder_repeats=1,
     decoder_calls={1: DECODER_IMAGES, 16: 1},
     baseline_captions=1,
-    load=LoadPlan(
+    load=dataclasses.replace(
+        FULL.load,
         requests_per_level={1: 8, 4: 12, 8: 16, 16: 32},
         repeats=1,
         max_seconds_per_run=10.0,
@@ -140,7 +145,8 @@ class Runner:
         logger.info("%s took %.0f s", name, time.perf_counter() - started)
 
     def http(self) -> dict[str, Any]:
-        from benchmarks.server import REPO_ROOT, bench_http
+        from benchmarks.server import bench_http
+        from benchmarks.server_process import REPO_ROOT
 
         if not (REPO_ROOT / "app" / "main.py").is_file():
             raise RuntimeError("app/main.py does not exist yet")

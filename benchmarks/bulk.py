@@ -1,4 +1,4 @@
-"""`python -m benchmarks.bulk`: `training caption` against `captioning.bulk` on the same photos.
+"""`python -m benchmarks.bulk`: `training caption` against `python -m bulk` on the same photos.
 
     python -m benchmarks.bulk --photos ../shared/flickr8k/Flicker8k_Dataset --limit 1000
 
@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import describe_machine, usable_cores
+from benchmarks.markdown import table
 from captioning.offline import IMAGE_SUFFIXES, read_rows
 
 logger = logging.getLogger("benchmarks.bulk")
 
 
-# captioning.bulk's last line: its own time, from Ray being up to the last row written.
+# The bulk command's last line: its own time, from Ray being up to the last row written.
 _BULK_SUMMARY = re.compile(r"in ([\d.]+) s: ([\d.]+) images/s")
 _STAGES = re.compile(r"actor seconds by stage: (\{.*\})")
 
@@ -63,12 +64,12 @@ def run(photos: Path, limit: int, work: Path, artifacts: Path) -> dict[str, Any]
             "--output", str(work / "caption.jsonl"), *map(str, images),
         ],
         "Ray, 1 actor": [
-            python, "-m", "captioning.bulk", "--list", str(listing), "--artifacts",
+            python, "-m", "bulk", "--list", str(listing), "--artifacts",
             str(artifacts), "--output", str(work / "ray1.jsonl"), "--actors", "1",
             "--cpus-per-actor", str(cores),
         ],
         f"Ray, {cores} actors": [
-            python, "-m", "captioning.bulk", "--list", str(listing), "--artifacts",
+            python, "-m", "bulk", "--list", str(listing), "--artifacts",
             str(artifacts), "--output", str(work / f"ray{cores}.jsonl"), "--actors", str(cores),
             "--cpus-per-actor", "1",
         ],
@@ -98,19 +99,27 @@ def run(photos: Path, limit: int, work: Path, artifacts: Path) -> dict[str, Any]
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        f"| {results['images']} photos | seconds (whole command) | images/s | seconds after "
-        "Ray start | identical rows | identical captions |",
-        "|---|---:|---:|---:|---:|---:|",
+def report(results: dict[str, Any]) -> str:
+    header = [
+        f"{results['images']} photos",
+        "seconds (whole command)",
+        "images/s",
+        "seconds after Ray start",
+        "identical rows",
+        "identical captions",
     ]
-    for name, run_ in results["runs"].items():
-        lines.append(
-            f"| {name} | {run_['seconds']} | {run_['images_per_second']} | "
-            f"{run_['captioning_seconds'] or '-'} | {run_.get('identical_rows', '-')} | "
-            f"{run_.get('identical_captions', '-')} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            name,
+            run_["seconds"],
+            run_["images_per_second"],
+            run_["captioning_seconds"] or "-",
+            run_.get("identical_rows", "-"),
+            run_.get("identical_captions", "-"),
+        ]
+        for name, run_ in results["runs"].items()
+    ]
+    return "\n".join(table(header, rows, numeric=5)).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("work/bulk"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(table(run(args.photos, args.limit, args.work, args.artifacts)))
+    print(report(run(args.photos, args.limit, args.work, args.artifacts)))
     return 0
 
 

@@ -6,10 +6,10 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
 
-CPUINFO = Path("/proc/cpuinfo")
-MEMINFO = Path("/proc/meminfo")
+from benchmarks.procfs import MEMINFO, PROC, kib_field
+
+CPUINFO = PROC / "cpuinfo"
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -46,13 +46,8 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 
 def memory_gib() -> float | None:
-    try:
-        for line in MEMINFO.read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    kib = kib_field(MEMINFO, "MemTotal")
+    return round(kib / 1024**2, 1) if kib else None
 
 
 def usable_cores() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,21 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from benchmarks.cli import split_parts
 from benchmarks.images import jpeg_set
+from benchmarks.load import client_headers
 from benchmarks.machine import describe_machine
 from benchmarks.reliability_server import (
     CLEAN_SIGTERM_EXITS,
-    ServerProcess,
-    client_headers,
     rss_growth_mb,
     run_load,
-    running_server,
     sigterm_under_load,
 )
-from benchmarks.server import REPO_ROOT
+from benchmarks.server_process import REPO_ROOT, running_server
 
 logger = logging.getLogger("benchmarks.reliability")
 
@@ -78,11 +75,11 @@ FULL = Plan(
     decode_examples=8000,
     route_examples=600,
 )
-QUICK = Plan(
-    concurrency=32,
+# The same checks with seconds of load and few examples: a smoke run.
+QUICK = dataclasses.replace(
+    FULL,
     warmup_s=3.0,
     load_s=8.0,
-    overload_queue=4,
     overload_s=5.0,
     sigterm_in_flight=8,
     contract_examples=10,
@@ -204,14 +201,10 @@ class Run:
         from benchmarks.reliability_training import kill_mid_epoch_and_resume
 
         images = jpeg_set(4)
-        server = ServerProcess(self.artifacts, self.work / "sigterm.log", {"max_batch_size": "1"})
-        try:
-            server.wait_ready()
+        with running_server(self.artifacts, self.work, {"max_batch_size": "1"}) as server:
             result = asyncio.run(
                 sigterm_under_load(server, images, self.plan.sigterm_in_flight, late_requests=5)
             )
-        finally:
-            server.stop()
         self.results["sigterm"] = result.summary()
         self.check(
             "SIGTERM: in-flight requests complete",

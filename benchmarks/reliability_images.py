@@ -15,13 +15,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
+from benchmarks.procfs import reset_peak_rss, status_kib
 from captioning.images import ImageError, decode_image
 
 # The codes `decode_image` documents (see captioning.images and the API's error table).
@@ -108,28 +108,12 @@ def mutated_images(draw: st.DrawFn) -> tuple[str, bytes]:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def _status_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    return 0
+def own_rss_mib() -> float:
+    return status_kib("self", "VmRSS") / 1024
 
 
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM (Linux); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def rss_mb() -> float:
-    return _status_kib("VmRSS") / 1024
-
-
-def peak_rss_mb() -> float:
-    return _status_kib("VmHWM") / 1024
+def own_peak_rss_mib() -> float:
+    return status_kib("self", "VmHWM") / 1024
 
 
 @dataclass
@@ -139,7 +123,7 @@ class DecodeStats:
     outcomes: Counter[str] = field(default_factory=Counter)  # "JPEG ok", "PNG corrupt_image"...
     max_seconds: float = 0.0
     slowest: str = ""
-    rss_start_mb: float = field(default_factory=rss_mb)
+    rss_start_mb: float = field(default_factory=own_rss_mib)
     peak_growth_mb: float = 0.0  # VmHWM above the RSS at the start
     peak_measured: bool = field(default_factory=reset_peak_rss)
 
@@ -158,7 +142,7 @@ class DecodeStats:
             "max_decode_ms": round(self.max_seconds * 1000, 1),
             "slowest": self.slowest,
             "rss_start_mb": round(self.rss_start_mb, 1),
-            "rss_end_mb": round(rss_mb(), 1),
+            "rss_end_mb": round(own_rss_mib(), 1),
             "peak_growth_mb": round(self.peak_growth_mb, 1) if self.peak_measured else None,
             "max_pixels": FUZZ_MAX_PIXELS,
         }
@@ -180,5 +164,5 @@ def decode_and_record(stats: DecodeStats, image_format: str, data: bytes) -> str
         stats.max_seconds, stats.slowest = seconds, f"{image_format}, {len(data)} bytes"
     stats.outcomes[f"{image_format} {outcome}"] += 1
     if stats.peak_measured:
-        stats.peak_growth_mb = max(stats.peak_growth_mb, peak_rss_mb() - stats.rss_start_mb)
+        stats.peak_growth_mb = max(stats.peak_growth_mb, own_peak_rss_mib() - stats.rss_start_mb)
     return outcome

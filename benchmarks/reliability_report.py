@@ -7,19 +7,10 @@ import importlib.metadata
 import os
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.markdown import table
+
 if TYPE_CHECKING:
     from benchmarks.reliability import Run
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _cell(value: Any) -> str:
-    """One line, pipes escaped: a table cell."""
-    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def _version(package: str) -> str:
@@ -63,7 +54,7 @@ def render(
         f"**{len(run.checks) - len(failed)} of {len(run.checks)} checks passed**"
         + (f"; failed: {', '.join(c.name for c in failed)}." if failed else "."),
         "",
-        *_table(
+        *table(
             ["Check", "Result", "Figures"],
             [[c.name, "pass" if c.passed else "**FAIL**", c.detail] for c in run.checks],
         ),
@@ -112,7 +103,7 @@ def render(
             f"Overload: the same clients against a server with `CAPTIONER_MAX_QUEUE_SIZE="
             f"{plan.overload_queue}`, {plan.overload_s:.0f} s; clients wait 50 ms after a 503.",
             "",
-            *_table(
+            *table(
                 [
                     "run",
                     "clients",
@@ -201,13 +192,13 @@ def render(
                 else ""
             ),
             "",
-            *_table(
+            *table(
                 ["operation and status", "requests"],
                 [[key, count] for key, count in contract["by_operation"].items()],
             ),
             "Findings of Schemathesis' stricter precision checks (reported, not enforced):",
             "",
-            *_table(
+            *table(
                 ["finding", "count", "first example (status, body)"],
                 [
                     [key, count, contract["precision_examples"].get(key, "")]
@@ -244,7 +235,7 @@ def render(
             f"- `POST /caption` with the same strategy: {route.get('requests', 0)} uploads; "
             f"{_statuses(route.get('statuses', {}))}.",
             "",
-            *_table(
+            *table(
                 ["format and outcome", "files"],
                 [[key, count] for key, count in decode["by_format"].items()],
             ),

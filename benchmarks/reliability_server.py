@@ -1,48 +1,39 @@
-"""A real server process under load, overload and SIGTERM: shared by tests and `reliability`.
-
-The server is started exactly as the container starts it (`uvicorn app.main:app` with a graceful
-shutdown timeout), on 127.0.0.1 and a free port, with `CAPTIONER_*` settings from the caller.
+"""Reliability under load, overload and SIGTERM, on a real server process: shared by tests and
+`python -m benchmarks.reliability`. The server is benchmarks/server_process.py's, the clients
+benchmarks/load.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
-from benchmarks.server import ServerProcess, rss_mb
-from benchmarks.stats import percentile
+from benchmarks.load import (
+    REQUEST_TIMEOUT_S,
+    Answer,
+    client_headers,
+    is_overloaded,
+    load_client,
+    post_image,
+    post_images,
+)
+from benchmarks.procfs import rss_mb
+from benchmarks.server_process import ServerProcess
 
-READY_TIMEOUT_S = 240.0  # TensorFlow's import alone takes a while on a busy 2-core machine
-
-REQUEST_TIMEOUT_S = 60.0
 RSS_SAMPLE_S = 1.0
 # Lines uvicorn logs when its shutdown ran to the end (lifespan drained, process finished).
 SHUTDOWN_COMPLETE = "Application shutdown complete"
 # uvicorn (>= 0.29) re-raises the signal it caught once it has shut down gracefully, so a server
 # stopped by SIGTERM ends "killed by SIGTERM" (-15 here, 143 in a shell) after a clean exit path.
 CLEAN_SIGTERM_EXITS = frozenset({0, -signal.SIGTERM})
-
-
-@contextlib.contextmanager
-def running_server(
-    artifacts: Path, log_dir: Path, settings: Mapping[str, str] | None = None
-) -> Iterator[ServerProcess]:
-    server = ServerProcess(artifacts, log_dir / f"server-{time.time_ns()}.log", settings)
-    try:
-        server.wait_ready(READY_TIMEOUT_S)
-        yield server
-    finally:
-        server.stop()
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -57,6 +48,19 @@ class LoadResult:
     overloaded_without_retry_after: int = 0
     unexpected_bodies: list[str] = field(default_factory=list)  # first few, for the report
     rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)  # (second, MB)
+
+    def record(self, answer: Answer) -> None:
+        self.statuses[answer.status] += 1
+        response = answer.response
+        if response is None:
+            return
+        if response.status_code == 200:
+            self.latencies_ms.append(answer.latency_ms)
+        elif response.status_code == 503 and is_overloaded(response):
+            if not response.headers.get("Retry-After", "").isdigit():
+                self.overloaded_without_retry_after += 1
+        elif len(self.unexpected_bodies) < 5:
+            self.unexpected_bodies.append(f"{answer.status}: {response.text[:300]}")
 
     @property
     def requests(self) -> int:
@@ -78,8 +82,10 @@ class LoadResult:
             "overloaded_without_retry_after": self.overloaded_without_retry_after,
         }
         if latencies:
+            quantiles = (50, 90, 95, 99)
+            points = np.percentile(latencies, quantiles)
             result["latency_ms"] = {
-                f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 95, 99)
+                f"p{q}": round(float(point), 1) for q, point in zip(quantiles, points, strict=True)
             } | {"max": round(max(latencies), 1)}
         if self.rss_samples_mb:
             values = [mb for _, mb in self.rss_samples_mb]
@@ -100,22 +106,7 @@ def rss_growth_mb(samples: list[tuple[float, float]]) -> float:
     land on a momentary peak. A leak shows up as a steady climb that this still catches."""
     values = [mb for _, mb in samples]
     third = max(1, len(values) // 3)
-    return percentile(values[-third:], 50) - percentile(values[:third], 50)
-
-
-def client_headers() -> dict[str, str]:
-    """The first of CAPTIONER_API_KEYS as a bearer token, when the servers run with keys (they
-    inherit this process's environment); no header otherwise."""
-    keys = [k.strip() for k in os.environ.get("CAPTIONER_API_KEYS", "").split(",") if k.strip()]
-    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
-
-
-async def _post_image(client: httpx.AsyncClient, image: bytes) -> httpx.Response:
-    return await client.post(
-        "/caption",
-        files={"file": ("photo.jpg", image, "image/jpeg")},
-        data={"beam_size": "3"},
-    )
+    return float(np.median(values[-third:]) - np.median(values[:third]))
 
 
 async def run_load(
@@ -127,51 +118,22 @@ async def run_load(
 ) -> LoadResult:
     """`concurrency` clients post images back to back for `seconds`; RSS of `pid` is sampled."""
     result = LoadResult(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     started = time.perf_counter()
     deadline = started + seconds
-    issued = 0
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal issued
-        while time.perf_counter() < deadline:
-            image = images[issued % len(images)]
-            issued += 1
-            sent = time.perf_counter()
-            try:
-                response = await _post_image(client, image)
-            except httpx.HTTPError as exc:
-                result.statuses[type(exc).__name__] += 1
-                continue
-            status = str(response.status_code)
-            result.statuses[status] += 1
-            if response.status_code == 200:
-                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
-            elif response.status_code == 503 and _overloaded(response):
-                if not response.headers.get("Retry-After", "").isdigit():
-                    result.overloaded_without_retry_after += 1
-                # Back off as a well-behaved client would, but briefly: we want pressure.
-                await asyncio.sleep(0.05)
-            elif len(result.unexpected_bodies) < 5:
-                result.unexpected_bodies.append(f"{status}: {response.text[:300]}")
 
     async def sample_rss() -> None:
         while pid is not None and time.perf_counter() < deadline:
             result.rss_samples_mb.append((time.perf_counter() - started, rss_mb(pid)))
             await asyncio.sleep(RSS_SAMPLE_S)
 
-    async with httpx.AsyncClient(
-        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits, headers=client_headers()
-    ) as client:
-        await asyncio.gather(sample_rss(), *(client_loop(client) for _ in range(concurrency)))
+    async with load_client(base_url, concurrency) as client:
+        answers, _ = await asyncio.gather(
+            post_images(client, images, concurrency, deadline), sample_rss()
+        )
     result.seconds = time.perf_counter() - started
+    for answer in answers:
+        result.record(answer)
     return result
-
-
-def _overloaded(response: httpx.Response) -> bool:
-    with contextlib.suppress(ValueError, AttributeError):
-        return response.json()["error"]["code"] == "overloaded"
-    return False
 
 
 # --- SIGTERM under load ---------------------------------------------------------------------------
@@ -216,7 +178,7 @@ async def sigterm_under_load(
         base_url=server.base_url, timeout=REQUEST_TIMEOUT_S, limits=limits, headers=client_headers()
     ) as client:
         tasks = [
-            asyncio.create_task(_post_image(client, images[i % len(images)]))
+            asyncio.create_task(post_image(client, images[i % len(images)]))
             for i in range(in_flight)
         ]
         await _wait_for_queue(server.base_url, max(1, in_flight // 2))
@@ -229,7 +191,7 @@ async def sigterm_under_load(
         ) as fresh:
             for i in range(late_requests):
                 try:
-                    late.append(await _post_image(fresh, images[i % len(images)]))
+                    late.append(await post_image(fresh, images[i % len(images)]))
                 except httpx.HTTPError as exc:
                     late.append(exc)
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,7 +1,7 @@
 """Training under faults: SIGKILL mid-epoch, then `--resume`; and the tiny model for reports.
 
 Shared by tests/reliability/test_training_faults.py and `python -m benchmarks.reliability`.
-Uses the generated tiny dataset of the test suite (tests/support/fixtures.py).
+Both train training/fixture.py's tiny recipe on its generated dataset, as the test suite does.
 """
 
 from __future__ import annotations
@@ -17,52 +17,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.server import REPO_ROOT
+from benchmarks.server_process import REPO_ROOT
+from training.fixture import tiny_config, tiny_train_arguments, write_flickr8k
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 300.0  # TensorFlow start-up and feature extraction on a busy machine
 STATE_FILE = Path("checkpoints") / "train_state.json"
-TINY_FLAGS = [
-    "--hidden-dim", "64",
-    "--embedding-dim", "32",
-    "--min-word-count", "1",
-    "--batch-images", "6",
-    "--dropout", "0",
-    "--patience", "100",  # never stop early: the epoch count is what is checked
-    "--self-critical-minutes", "0",  # cross-entropy epochs only: those are what is counted
-    "--no-tflite",
-    # Random encoder weights: the resume logic does not depend on them, and skipping the
-    # ImageNet checkpoint saves start-up time in both processes.
-    "--encoder-weights", "none",
-]  # fmt: skip
 
 
 def write_tiny_dataset(folder: Path) -> Path:
-    """The test suite's generated Flickr8k-layout dataset (18 shape images)."""
-    from tests.support.fixtures import write_flickr8k
-
+    """The generated Flickr8k-layout dataset of 18 shape images (training/fixture.py)."""
     write_flickr8k(folder)
     return folder
 
 
-def _train_command(data: Path, run: Path, epochs: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "training",
-        "train",
-        "--data",
-        str(data),
-        "--artifacts",
-        str(run / "artifacts"),
-        "--work-dir",
-        str(run / "work"),
-        "--epochs",
-        str(epochs),
-        *TINY_FLAGS,
-        *extra,
-    ]
+def _train_command(data: Path, run: Path, epochs: int, resume: bool = False) -> list[str]:
+    """The tiny recipe (its patience never stops early, and it has no self-critical phase:
+    the cross-entropy epochs are what is counted) as a `python -m training train` process."""
+    arguments = tiny_train_arguments(
+        data_dir=data,
+        artifacts_dir=run / "artifacts",
+        work_dir=run / "work",
+        epochs=epochs,
+        resume=resume,
+        export_tflite=False,
+        # Random encoder weights: the resume logic does not depend on them, and skipping the
+        # ImageNet checkpoint saves start-up time in both processes.
+        encoder_weights=None,
+    )
+    return [sys.executable, "-m", "training", "train", *arguments]
 
 
 def _env_without_java() -> dict[str, str]:
@@ -166,7 +150,7 @@ def kill_mid_epoch_and_resume(folder: Path, kill_after_epoch: int = 2) -> Resume
     logger.info("killed after epoch %d; resuming", result.finished_before_kill)
 
     resumed = subprocess.run(
-        _train_command(data, folder, result.epochs_expected, "--resume"),
+        _train_command(data, folder, result.epochs_expected, resume=True),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -185,26 +169,11 @@ def kill_mid_epoch_and_resume(folder: Path, kill_after_epoch: int = 2) -> Resume
 
 def build_tiny_model(folder: Path) -> Path:
     """Train the test suite's tiny captioner into `folder`/artifacts (about a minute)."""
-    from training.train import TrainConfig, train
+    # Imported here: only this part of the reliability run loads TensorFlow.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.train import train
 
     data = write_tiny_dataset(folder / "flickr8k")
-    config = TrainConfig(
-        data_dir=data,
-        artifacts_dir=folder / "artifacts",
-        work_dir=folder / "work",
-        # As tests/conftest.py's TINY_TRAINING: a model that learns the shapes' captions.
-        min_word_count=1,
-        embedding_dim=32,
-        hidden_dim=64,
-        dropout=0.0,
-        region_dropout=0.0,
-        label_smoothing=0.0,
-        learning_rate=1e-2,
-        lr_decay=1.0,
-        batch_images=6,
-        epochs=16,
-        patience=1000,
-        self_critical_minutes=0.0,
-    )
+    config = tiny_config(data, folder / "artifacts", folder / "work")
     train(config)
     return config.artifacts_dir

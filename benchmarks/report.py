@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from benchmarks.markdown import table
 from benchmarks.targets import MISSING, TargetResult, evaluate_targets
 
 logger = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ def _number(value: float) -> str:
 
 def _sig(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2g}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-    lines = [line(header), "|" + "|".join("---" for _ in header) + "|"]
-    lines += [line(row) for row in rows]
-    return [*lines, ""]
 
 
 def _median(node: dict[str, Any] | None, key: str) -> float | None:
@@ -80,7 +72,7 @@ def targets_section(targets: list[TargetResult]) -> list[str]:
         status = f"**{t.status}**" if t.status != MISSING else t.status
         limit = f"{t.comparison} {t.limit:g} {t.unit}".strip()
         rows.append([t.name, value, limit, status, t.numbers])
-    return _table(["Target", "Measured", "Limit", "Result", "Numbers"], rows)
+    return table(["Target", "Measured", "Limit", "Result", "Numbers"], rows)
 
 
 def encoder_section(encoder: dict[str, Any]) -> list[str]:
@@ -89,7 +81,7 @@ def encoder_section(encoder: dict[str, Any]) -> list[str]:
     for name, batches in encoder.get("runtimes", {}).items():
         label = f"{name} (service)" if name == service else name
         rows.append([label, _ms(_median(batches, "batch_1")), _ms(_median(batches, "batch_8"))])
-    lines = _table(["Runtime", "Batch 1, ms/image", "Batch 8, ms/image"], rows)
+    lines = table(["Runtime", "Batch 1, ms/image", "Batch 8, ms/image"], rows)
     lines.append(
         f"LiteRT model: {encoder.get('tflite_source')}; input {encoder.get('input_size')} px; "
         f"largest pooled-feature difference between runtimes, relative to the largest feature: "
@@ -111,7 +103,7 @@ def decoder_section(decoder: dict[str, Any]) -> list[str]:
                     f"{entry.get('mean_words', 0):.1f}",
                 ]
             )
-    lines = _table(["Decoding", "Batch 1, ms/caption", "Batch 16, ms/caption", "Mean words"], rows)
+    lines = table(["Decoding", "Batch 1, ms/caption", "Batch 16, ms/caption", "Mean words"], rows)
     lines.append(
         f"Decoder runtime: {decoder.get('runtime', 'numpy')} (the service's). Features of "
         f"{decoder.get('images')} generated photos from the service encoder."
@@ -139,7 +131,7 @@ def baseline_section(baseline: dict[str, Any]) -> list[str]:
             _ms(_median(baseline, "caption_full_ms"), 0),
         ],
     ]
-    lines = _table(["Seed-style baseline", "ms"], rows)
+    lines = table(["Seed-style baseline", "ms"], rows)
     lines.append(
         f"Vocabulary {baseline.get('vocab_size')} (ours), random weights. The target uses the "
         "caption as long as ours; the full-length figure is the tutorial's worst case."
@@ -205,7 +197,7 @@ def http_section(http: dict[str, Any], cores: int | None = None) -> list[str]:
         )
     header = ["Concurrency", "Images/s", "p50 ms", "p95 ms", "Requests", "Errors"]
     header += ["Server CPU ms/request", "Client CPU ms/request", "Cores busy"]
-    lines = _table(header, rows)
+    lines = table(header, rows)
     lines += [
         f"- Ready (process start to `GET /ready` = 200): {_ms(_median(http, 'ready_s'))} s "
         f"(median of {http.get('ready_s', {}).get('n')} starts)",

@@ -1,4 +1,4 @@
-"""Names of the decoder's layers: how `captioning.decoding` finds the weights of the Keras model
+"""Names of the decoder's layers: how `captioning.decoder_step` finds the weights of the Keras model
 built in `training.modeling.decoder`, whether from the model or straight from `decoder.keras`."""
 
 EMBEDDING = "word_embedding"

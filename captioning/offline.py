@@ -1,11 +1,13 @@
-"""Captioning image files offline: shared by `python -m training caption` and `captioning.bulk`.
+"""Captioning image files offline: shared by `python -m training caption`, `captioner caption`
+(app/cli.py) and `python -m bulk`.
 
-Both read a file as the service decodes an upload (`CaptionPredictor.read_image`), caption in
-batches and write the same rows, so their outputs can be compared line by line.
+All three read a file as the service decodes an upload (`CaptionPredictor.read_image`), caption
+in batches and write the same rows, so their outputs can be compared line by line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +27,36 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".
 BATCH_SIZE = 32
 
 ImageReader = Callable[[str], Image.Image]
+
+
+def add_caption_options(parser: argparse.ArgumentParser) -> None:
+    """The model and decoding options that every offline captioning command takes."""
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="model bundle")
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        help="beam width, 1: greedy (default: the model's, from its manifest)",
+    )
+    parser.add_argument(
+        "--no-concepts",
+        action="store_true",
+        help="captions of the decoder alone, not made to name the photo's concepts",
+    )
+    parser.add_argument(
+        "--no-grounding",
+        action="store_true",
+        help="let captions mention people, dogs and cats without evidence for them",
+    )
+
+
+def search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The search options `add_caption_options`' flags give, by name (None: the model's), for
+    `SearchSettings.with_options` once the model is loaded."""
+    return {
+        "beam_size": getattr(args, "beam_size", None),
+        "concepts": False if getattr(args, "no_concepts", False) else None,
+        "grounding": False if getattr(args, "no_grounding", False) else None,
+    }
 
 
 def expand_paths(inputs: Iterable[Path]) -> list[Path]:

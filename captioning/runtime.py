@@ -1,7 +1,7 @@
 """The service's model runtimes: the encoder and the decoder's step on LiteRT/XNNPACK.
 
 The encoder runs from the bundle's `encoder.tflite`; the decoder's step from
-`decoder_step.tflite` or in NumPy (`captioning.decoding`). TensorFlow plays no part here: the
+`decoder_step.tflite` or in NumPy (`captioning.decoder_step`). TensorFlow plays no part here: the
 Keras models, their exports and the Keras encoder runtime are training's (`training.modeling`,
 `training.export`).
 """
@@ -196,8 +196,8 @@ class _DecoderInterpreter:
 
 
 class LiteRTDecoderStep:
-    """The decoder's equations (`captioning.decoding._Stepper`) as a LiteRT model with int8
-    weights (dynamic-range quantisation), with three entry points (signatures):
+    """The decoder's equations (`captioning.decoder_step.DecoderStepper`) as a LiteRT model
+    with int8 weights (dynamic-range quantisation), with three entry points (signatures):
 
     - "step": one word for every row -> log-probs, h, c, attention (greedy decoding);
     - "init": the image's regions and pooled vector -> region keys, h0, c0 (once per caption);
@@ -212,9 +212,6 @@ class LiteRTDecoderStep:
     """
 
     name = "litert-int8"
-    # What `captioning.decoding._Stepper` asks of a runtime: every export has both.
-    has_init = True
-    has_beam_step = True
 
     def __init__(
         self,

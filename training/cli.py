@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from captioning.offline import add_caption_options, search_options
 from training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from captioning.search_settings import SearchSettings
 
 logger = logging.getLogger("training")
-BEAM_HELP = "beam width, 1: greedy (default: the model's, from its manifest)"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,9 +75,8 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of artifacts on a split")
     evaluate.add_argument("--data", type=Path, required=True)
-    evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
-    evaluate.add_argument("--beam-size", type=int, help=BEAM_HELP)
+    add_caption_options(evaluate)
     evaluate.add_argument(
         "--decoder-runtime",
         default="auto",
@@ -119,26 +118,16 @@ def _parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser("caption", help="caption image files and folders offline")
     caption.add_argument("paths", type=Path, nargs="+")
-    caption.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
-    caption.add_argument("--beam-size", type=int, help=BEAM_HELP)
-    _add_concept_commands(commands, evaluate, caption)
+    add_caption_options(caption)
+    _add_concept_commands(commands, evaluate)
     return parser
 
 
 def _add_concept_commands(
-    commands: argparse._SubParsersAction,
-    evaluate: argparse.ArgumentParser,
-    caption: argparse.ArgumentParser,
+    commands: argparse._SubParsersAction, evaluate: argparse.ArgumentParser
 ) -> None:
-    """`evaluate-open`, `add-concepts`, and the concept options of `evaluate` and `caption`."""
-    for command in (evaluate, caption):
-        command.add_argument(
-            "--no-concepts",
-            action="store_true",
-            help="captions of the decoder alone, not made to name the photo's concepts",
-        )
-
+    """`evaluate-open`, `add-concepts`, and the concept threshold of `evaluate`."""
     open_world = commands.add_parser(
         "evaluate-open",
         help="share of photos named nXXXXXXXX_label.ext whose caption names the subject",
@@ -146,10 +135,8 @@ def _add_concept_commands(
     open_world.add_argument(
         "path", type=Path, help="folder, e.g. ../shared/openworld/imagenet-sample"
     )
-    open_world.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     open_world.add_argument("--output", type=Path, default=Path("work/eval-open"))
-    open_world.add_argument("--beam-size", type=int, help=BEAM_HELP)
-    open_world.add_argument("--no-concepts", action="store_true")
+    add_caption_options(open_world)
     for command in (evaluate, open_world):
         command.add_argument(
             "--concept-threshold", type=float, default=None, help="default: the manifest's"
@@ -229,10 +216,9 @@ def _predictor(args: argparse.Namespace) -> CaptionPredictor:
 def _search_settings(predictor: CaptionPredictor, args: argparse.Namespace) -> SearchSettings:
     """The model's search settings with the options this command has (None: the model's)."""
     return predictor.search.with_options(
-        beam_size=args.beam_size,
+        **search_options(args),
         length_penalty=getattr(args, "length_penalty", None),
         no_repeat_ngram=getattr(args, "no_repeat_ngram", None),
-        concepts=False if args.no_concepts else None,
     )
 
 

@@ -47,7 +47,7 @@ def caption_files(
 def write_caption_jsonl(
     predictor: CaptionPredictor, inputs: Sequence[Path], output: Path, settings: SearchSettings
 ) -> int:
-    """One `captioning.offline.caption_row` per line, as `python -m captioning.bulk` writes."""
+    """One `captioning.offline.caption_row` per line, as `python -m bulk` writes."""
     paths = expand_paths(inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -1,9 +1,12 @@
 """The Docker image's contents, proved without Docker: a fresh virtualenv gets exactly the
 requirement file the Dockerfile installs, a folder gets exactly what the Dockerfile copies, and
-the app starts from them, TensorFlow absent, and captions a photo over HTTP."""
+the app starts from them, TensorFlow absent, and captions a photo over HTTP. Then the project
+itself goes into that virtualenv (`pip install .`, whose dependencies are that same file), and its
+`captioner caption photo.jpg` prints the photo's JSON line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -12,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -40,6 +44,20 @@ def dockerfile_copies() -> list[str]:
     """The folders `COPY name name` puts into the image's working directory."""
     return [source for source, target in re.findall(r"^COPY (\S+) (\S+)$", DOCKERFILE, re.M)
             if source == target]  # fmt: skip
+
+
+def project_source(folder: Path) -> Path:
+    """What `pip install .` reads, copied aside: the build then writes nothing into the repo."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        name.rstrip("*") for name in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    folder.mkdir(parents=True)
+    for name in ("pyproject.toml", "requirements-serve.txt", pyproject["project"]["readme"]):
+        shutil.copy2(ROOT / name, folder / name)
+    for name in packages:
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
 
 
 def folder_mb(path: Path) -> float:
@@ -115,6 +133,23 @@ def test_a_fresh_serving_install_serves_without_tensorflow(tmp_path: Path) -> No
         size_mb, install_s, ready_s, response.json()["caption"],
     )  # fmt: skip
     assert size_mb < MAX_SERVING_VENV_MB
+
+    # `pip install .` on top: nothing new to download, and the `captioner` command appears.
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         str(project_source(tmp_path / "source"))],
+        check=True, timeout=600,
+    )  # fmt: skip
+    (image / "photo.jpg").write_bytes(photo)
+    done = subprocess.run(
+        [str(venv / "bin" / "captioner"), "caption", "photo.jpg"],
+        cwd=image, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = done.stdout.splitlines()
+    row = json.loads(line)
+    assert row["image"] == "photo.jpg" and row["caption"].strip(), row
+    logger.info("captioner caption photo.jpg: %s", line)
 
 
 def _wait_ready(base: str, server: subprocess.Popen) -> float:

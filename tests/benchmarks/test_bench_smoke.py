@@ -7,16 +7,18 @@ import math
 import os
 import time
 
-import numpy as np
 import pytest
 
 from benchmarks.__main__ import FULL, QUICK, parse_args
 from benchmarks.images import jpeg_set, photo_like
 from benchmarks.machine import cpu_model
+from benchmarks.markdown import table
+from benchmarks.procfs import children_of, cpu_seconds, kib_field, peak_rss_mb, status_kib
 from benchmarks.report import finite, render_markdown, write_reports
-from benchmarks.server import children_of, cpu_seconds, peak_rss_mb, summarize_level
-from benchmarks.stats import interleaved, median, percentile, ratio, summarize, time_calls
+from benchmarks.server import summarize_level
+from benchmarks.stats import interleaved, ratio, summarize, time_calls
 from benchmarks.targets import FAIL, MISSING, PASS, evaluate_targets
+from tests.support.imports import REPO, imported_packages
 
 
 def stats(value: float) -> dict[str, float]:
@@ -82,31 +84,16 @@ def statuses(results: dict) -> list[str]:
 
 
 # --- statistics -------------------------------------------------------------------------------
-@pytest.mark.parametrize("q", [0, 5, 25, 50, 90, 95, 99, 100])
-def test_percentile_matches_numpy(q):
-    values = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6, 5.0]
-    assert percentile(values, q) == pytest.approx(np.percentile(values, q))
-
-
-def test_median_of_even_and_odd_counts():
-    assert median([1.0, 3.0, 2.0]) == 2.0
-    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
-    assert median([7.0]) == 7.0
-
-
-def test_percentile_rejects_bad_input():
-    with pytest.raises(ValueError):
-        percentile([], 50)
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
-
-
 def test_summarize_scales_every_statistic():
     summary = summarize([8.0, 16.0, 24.0], scale=1 / 8)
     assert summary["median"] == 2.0
+    assert summary["p95"] == pytest.approx(2.9)  # linear interpolation between 2 and 3
     assert summary["min"] == 1.0 and summary["max"] == 3.0
     assert summary["mean"] == pytest.approx(2.0)
     assert summary["n"] == 3
+    assert all(type(value) in (float, int) for value in summary.values())  # plain JSON numbers
+    with pytest.raises(ValueError):
+        summarize([])
 
 
 def test_ratio_handles_missing_values():
@@ -301,6 +288,14 @@ def test_cpu_model_reads_the_first_model_name():
 def test_peak_rss_of_this_process_is_positive():
     assert peak_rss_mb(os.getpid()) > 1.0
     assert os.getpid() not in children_of(os.getpid())
+    assert status_kib("self", "VmRSS") > 0 and status_kib(2**22 + 12345, "VmRSS") == 0
+
+
+def test_kib_fields_read_meminfo_style_lines(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n")
+    assert kib_field(status, "VmRSS") == 1024 and kib_field(status, "VmHWM") == 2048
+    assert kib_field(status, "VmSwap") == 0 and kib_field(tmp_path / "gone", "VmRSS") == 0
 
 
 def test_generated_photos_are_deterministic_jpegs():
@@ -318,9 +313,19 @@ def test_plans_and_arguments():
         parse_args(["--parts", "gpu"])
 
 
+def test_tables_keep_cells_on_one_line_and_align_numbers_right():
+    lines = table(["run", "s"], [["a\nb | c", 1.5]], numeric=1)
+    assert lines == ["| run | s |", "|---|---:|", "| a b \\| c | 1.5 |", ""]
+
+
 def test_markdown_table_cells_escape_pipes():
     results = results_dict()
     markdown = render_markdown(results, evaluate_targets(results))
     row = next(line for line in markdown.splitlines() if line.startswith("| Check: the runtimes"))
     assert row.count(" | ") == 4  # five columns: the |difference| pipes are escaped
     assert "\\|difference\\|" in row
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    for path, names in imported_packages(REPO / "benchmarks").items():
+        assert "tests" not in names, path

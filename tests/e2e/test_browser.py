@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.reliability_server import ServerProcess
+from benchmarks.server_process import running_server
 from captioning.text import normalize_caption
 from tests.support.fixtures import jpeg_bytes, shape_image, tiny_examples
 
@@ -27,13 +27,8 @@ VOCABULARY = {word for _, _, caption in tiny_examples() for word in normalize_ca
 
 @pytest.fixture(scope="module")
 def server(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    process = ServerProcess(tiny_artifacts, log)
-    try:
-        process.wait_ready()
+    with running_server(tiny_artifacts, tmp_path_factory.mktemp("server")) as process:
         yield process.base_url
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -18,21 +18,14 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.main import create_app
-from tests.support.predictors import FakePredictor
+from tests.support.apps import fake_model_app
 
 API_ROUTES = ("/health", "/ready", "/model", "/metrics", "/caption", "/captions")
 
 
-def make_app(tmp_path: Path) -> Any:
-    settings = Settings(_env_file=None, artifacts_dir=tmp_path)  # type: ignore[call-arg]
-    return create_app(settings, lambda path: FakePredictor())
-
-
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(make_app(tmp_path)) as test_client:
+    with TestClient(fake_model_app(tmp_path)) as test_client:
         yield test_client
 
 
@@ -87,7 +80,9 @@ def server(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = uvicorn.Config(make_app(tmp_path), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        fake_model_app(tmp_path), host="127.0.0.1", port=port, log_level="warning"
+    )
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()

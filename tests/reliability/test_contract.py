@@ -10,19 +10,14 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app.config import Settings
-from app.main import create_app
 from benchmarks.reliability_contract import CONTRACT_CHECKS, load_schema
-from tests.support.predictors import FakePredictor
+from tests.support.apps import fake_model_app
 
 EXAMPLES_PER_OPERATION = 25
 
 # Built at import: `parametrize()` needs the schema when the tests are collected. The app's
 # lifespan starts on the first request and lasts for the session; the fake model costs nothing.
-APP = create_app(
-    Settings(_env_file=None, artifacts_dir="unused", max_batch_wait_ms=0),  # type: ignore[call-arg]
-    lambda path: FakePredictor(),
-)
+APP = fake_model_app(max_batch_wait_ms=0)
 schema = load_schema(APP)
 
 

@@ -12,8 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from app.config import Settings
-from app.main import create_app
 from benchmarks.reliability_images import (
     FORMATS,
     IMAGE_ERROR_CODES,
@@ -23,7 +21,7 @@ from benchmarks.reliability_images import (
     seed_images,
 )
 from captioning.images import decode_image
-from tests.support.predictors import FakePredictor
+from tests.support.apps import fake_model_app
 
 # Generous for a busy 2-core CI machine: the seeds are tiny, so real decodes take milliseconds.
 MAX_DECODE_S = 2.0
@@ -75,13 +73,10 @@ def test_decoding_was_fast_and_memory_bounded(stats: DecodeStats) -> None:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings_ = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        artifacts_dir=tmp_path_factory.mktemp("unused"),
-        max_image_pixels=2_000_000,
-        max_batch_wait_ms=0,
+    app = fake_model_app(
+        tmp_path_factory.mktemp("unused"), max_image_pixels=2_000_000, max_batch_wait_ms=0
     )
-    with TestClient(create_app(settings_, lambda path: FakePredictor())) as test_client:
+    with TestClient(app) as test_client:
         yield test_client
 
 

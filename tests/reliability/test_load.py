@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reliability_server import ServerProcess, rss_growth_mb, run_load
+from benchmarks.reliability_server import rss_growth_mb, run_load
+from benchmarks.server_process import ServerProcess, running_server
 from tests.support.fixtures import jpeg_bytes, shape_image
 
 pytestmark = pytest.mark.slow  # the tiny trained model in a real server process
@@ -33,14 +34,9 @@ MAX_RSS_GROWTH_MB = 150.0
 def server(
     tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("server") / "server.log"
     settings = {"max_queue_size": str(QUEUE_BOUND), "max_batch_size": str(MAX_BATCH_SIZE)}
-    process = ServerProcess(tiny_artifacts, log, settings)
-    try:
-        process.wait_ready()
+    with running_server(tiny_artifacts, tmp_path_factory.mktemp("server"), settings) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings
-from app.main import create_app
+from tests.support.apps import fake_model_app
 from tests.support.predictors import FakePredictor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,13 +92,10 @@ def file_events() -> Iterator[list[tuple[str, str, str]]]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        artifacts_dir=tmp_path_factory.mktemp("artifacts"),
-        max_batch_wait_ms=0,
-        max_upload_bytes=2 * 1024 * 1024,
+    app = fake_model_app(
+        tmp_path_factory.mktemp("artifacts"), max_batch_wait_ms=0, max_upload_bytes=2 * 1024 * 1024
     )
-    with TestClient(create_app(settings, lambda path: FakePredictor())) as test_client:
+    with TestClient(app) as test_client:
         yield test_client
 
 
@@ -302,8 +298,7 @@ def test_internal_failures_are_reported_without_internals(tmp_path: Path, fault:
         fail_encode=fault == "encode",
         fail_generate=(lambda options: True) if fault == "generate" else None,
     )
-    settings = Settings(_env_file=None, artifacts_dir=tmp_path, max_batch_wait_ms=0)  # type: ignore[call-arg]
-    with TestClient(create_app(settings, lambda path: predictor)) as failing:
+    with TestClient(fake_model_app(tmp_path, predictor, max_batch_wait_ms=0)) as failing:
         if fault == "manifest":
             predictor.broken_manifest = True
             _assert_clean_error(failing.get("/model"), status=500)

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from benchmarks.reliability_server import CLEAN_SIGTERM_EXITS, ServerProcess, sigterm_under_load
+from benchmarks.reliability_server import CLEAN_SIGTERM_EXITS, sigterm_under_load
+from benchmarks.server_process import running_server
 from captioning.bundle import ArtifactError
 from tests.support.fixtures import jpeg_bytes, shape_image
 
@@ -42,12 +43,8 @@ def test_sigterm_under_load_finishes_in_flight_requests(
 ) -> None:
     images = [jpeg_bytes(shape_image("red", "circle", "white"), quality=95)]
     # One image per batch: the requests queue up, and /metrics shows they have arrived.
-    server = ServerProcess(tiny_artifacts, tmp_path / "server.log", {"max_batch_size": "1"})
-    try:
-        server.wait_ready()
+    with running_server(tiny_artifacts, tmp_path, {"max_batch_size": "1"}) as server:
         result = asyncio.run(sigterm_under_load(server, images, in_flight=12, late_requests=3))
-    finally:
-        server.stop()
     summary = result.summary()
     assert result.in_flight == {"200": 12}, summary  # every accepted request was answered
     # New requests find the port closed (or a 503 during the drain): never a hang or a 500.
