@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     default_beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE)
     # Captions name the photo's most confident concept (a request's `concepts` overrides).
     concepts: bool = True
+    # Captions mention people, dogs and cats only with evidence (a request's `grounding` overrides).
+    grounding: bool = True
     # Longest a request may wait for its captions; also bounds the drain on shutdown.
     request_timeout_s: float = Field(30.0, gt=0)
 

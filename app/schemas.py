@@ -53,6 +53,12 @@ class CaptionOptions(BaseModel):
         1, ge=1, le=MAX_BEAM_SIZE, description="How many of the best captions to return (≤ beam)."
     )
     attention: bool = Field(False, description="Return the attention map of every word.")
+    grounding: bool | None = Field(
+        None,
+        description="Mention people, dogs, cats and how many of them only where the photo's "
+        "evidence (the `evidence` in the answer) supports it. Default: the server's (on); "
+        "false gives the decoder's own words.",
+    )
     concepts: bool | None = Field(
         None,
         description="Name the photo's most confident concept (its most specific tag) in the "

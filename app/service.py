@@ -134,7 +134,9 @@ class CaptionService:
         )
         self._batcher.start()
         search = predictor.search.with_options(
-            beam_size=settings.default_beam_size, concepts=settings.concepts
+            beam_size=settings.default_beam_size,
+            concepts=settings.concepts,
+            grounding=settings.grounding,
         )
         self._ready = Ready(predictor, self._batcher, search)
         self.state = State.READY

@@ -40,6 +40,9 @@ class SearchSettings:
     # Name the photo's most specific confident concept (when the model has concepts); False
     # gives the captions of the decoder alone.
     concepts: bool = True
+    # Write a word that claims a person, a dog, a cat or a number of them only where the
+    # photo's evidence supports it (when the model has grounding); False: the decoder's words.
+    grounding: bool = True
     # The model's longest caption: `max_length` may not exceed it. None: no model limit.
     length_limit: int | None = None
 

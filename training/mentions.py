@@ -40,6 +40,7 @@ from training.wordnet import DEFAULT_WORDNET_DIR, MIN_TAGGED, WordNet
 
 PERSON, DOG, CAT = "person", "dog", "cat"
 CHECKED = (PERSON, DOG, CAT)
+ANY = "*"  # a claim any checked group's evidence can support ("two" of whatever it is)
 # Word classes that only claim a person in context: clothing, other animals, other things.
 WORN, ANIMAL, THING = "worn", "animal", "thing"
 
@@ -238,6 +239,46 @@ class Lexicon:
             elif word in COLLECTIVES:
                 groups[PERSON].append(word)
         return {group: tuple(sorted(found)) for group, found in groups.items()}
+
+    def claims(self, words: Iterable[str]) -> list[dict]:
+        """What evidence each word needs before a caption may say it, as grounding.json's
+        `claims`: a person, a dog or a cat (its nouns, and for a person also pronouns and
+        worn clothing), two or more of one (plurals, collectives), or two or more of any
+        (count words: "two", "group")."""
+        needs: dict[tuple[str, int], set[str]] = {}
+        for word in words:
+            for label, count in self._needs(word):
+                needs.setdefault((label, count), set()).add(word)
+        return [
+            {"label": label, "count": count, "words": sorted(found)}
+            for (label, count), found in sorted(needs.items())
+        ]
+
+    def _needs(self, word: str) -> list[tuple[str, int]]:
+        needs = []
+        if word in PRONOUNS:
+            needs.append((PERSON, 1))
+        if COUNT_WORDS.get(word, 1) >= 2:
+            needs.append((ANY, 2))
+        found = self.lemma_of(word)
+        kind = self.kind(found[0]) if found else None
+        if kind == WORN:
+            needs.append((PERSON, 1))
+        elif kind in CHECKED:
+            several = bool(found and found[1]) or found[0] in self._plural_lemmas()
+            needs.append((kind, 2 if several else 1))  # evidence counts 1 or 2+
+        elif word in COLLECTIVES:
+            needs.append((PERSON, min(COLLECTIVES[word], 2)))  # evidence counts 1 or 2+
+        return needs
+
+    def _plural_lemmas(self) -> set[str]:
+        """Lemmas that name several by themselves ("people")."""
+        return {
+            lemma.replace("_", " ")
+            for offset in PLURAL_SYNSETS
+            if offset in self.wordnet.synsets
+            for lemma in self.wordnet.synsets[offset].lemmas
+        }
 
     def not_counted(self, words: Iterable[str]) -> dict[str, str]:
         """Words with some sense of a person, a dog or a cat that are not counted, and why."""

@@ -47,6 +47,7 @@ def to_search_settings(options: CaptionOptions, defaults: SearchSettings) -> Sea
             num_captions=options.num_captions,
             return_attention=options.attention,
             concepts=options.concepts,
+            grounding=options.grounding,
         )
     except SearchSettingsError as exc:
         error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}

@@ -347,6 +347,7 @@ def test_openapi_documents_routes_bodies_and_errors(client) -> None:
         "max_length",
         "num_captions",
         "attention",
+        "grounding",
         "concepts",
     }
     ok = single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]

@@ -1,0 +1,91 @@
+"""Grounding's rule: a word that claims a person, a dog, a cat, or two or more of them, is
+written only where the photo's evidence supports it.
+
+`grounding.json` (built by `training`, from WordNet) lists the claims: for each evidence label
+and count, the vocabulary words that need it ("man" needs a person, "men" two or more, "shirt"
+a person to wear it, "two" two or more of anything counted). Decoding gets, per image, a word
+penalty that forbids the words whose claims the image's evidence does not meet; the words that
+name the photo's subject (its concept) stay allowed, since the concept is evidence of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from captioning.decoder_step import NEG_INF
+from captioning.text import Vocabulary
+from captioning.types import Evidence
+
+ANY_LABEL = "*"  # a claim that any label's evidence can meet ("two" of whatever it is)
+
+
+@dataclass(frozen=True)
+class Claim:
+    label: str  # an evidence label, or ANY_LABEL
+    count: int  # 1: present; 2: two or more
+    words: tuple[str, ...]
+
+    def met_by(self, counts: dict[str, int]) -> bool:
+        """Whether evidence counts {label: 1 or 2} meet this claim."""
+        if self.label == ANY_LABEL:
+            return any(count >= self.count for count in counts.values())
+        return counts.get(self.label, 0) >= self.count
+
+    @classmethod
+    def from_plain(cls, data: dict) -> Claim:
+        return cls(str(data["label"]), int(data["count"]), tuple(str(w) for w in data["words"]))
+
+    def to_plain(self) -> dict:
+        return {"label": self.label, "count": self.count, "words": list(self.words)}
+
+
+def evidence_counts(evidence: Iterable[Evidence]) -> dict[str, int]:
+    """{label: 1, or 2 for two or more} from an image's evidence (present items only)."""
+    counts: dict[str, int] = {}
+    for item in evidence:
+        counts[item.label] = max(counts.get(item.label, 0), min(item.count or 1, 2))
+    return counts
+
+
+class ClaimRule:
+    """The claims over one vocabulary: evidence in, the words an image may not say out."""
+
+    def __init__(self, claims: Sequence[Claim], vocabulary: Vocabulary) -> None:
+        self.claims = tuple(claims)
+        self.vocab_size = len(vocabulary)
+        # Words the vocabulary lacks cannot be written anyway.
+        self._token_ids = [
+            np.array([vocabulary.id_of(w) for w in claim.words if w in vocabulary], np.int64)
+            for claim in self.claims
+        ]
+        self._rows: dict[frozenset[int], np.ndarray] = {}
+
+    def unmet(self, evidence: Iterable[Evidence]) -> frozenset[int]:
+        """Indices of the claims an image's evidence does not meet."""
+        counts = evidence_counts(evidence)
+        return frozenset(i for i, claim in enumerate(self.claims) if not claim.met_by(counts))
+
+    def forbidden(self, unmet: frozenset[int]) -> np.ndarray:
+        """The token ids the unmet claims forbid (cached: few images differ in their claims)."""
+        if unmet not in self._rows:
+            found = [self._token_ids[i] for i in sorted(unmet)]
+            self._rows[unmet] = np.unique(np.concatenate(found)) if found else np.zeros(0, int)
+        return self._rows[unmet]
+
+    def word_penalty(
+        self,
+        evidence: Sequence[Sequence[Evidence]],
+        allowed: Sequence[Iterable[int]] | None = None,
+    ) -> np.ndarray:
+        """(images, V): NEG_INF for each image's forbidden words, else 0; `allowed[i]` are
+        token ids image i may say whatever its evidence (its subject's words)."""
+        penalty = np.zeros((len(evidence), self.vocab_size), np.float32)
+        for image, items in enumerate(evidence):
+            forbidden = self.forbidden(self.unmet(items))
+            if allowed is not None:
+                forbidden = np.setdiff1d(forbidden, np.fromiter(allowed[image], np.int64))
+            penalty[image, forbidden] = NEG_INF
+        return penalty
