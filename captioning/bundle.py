@@ -8,6 +8,7 @@
       decoder_step.tflite  optional: one decoding step for LiteRT, int8 weights (faster)
       tokenizer.p       the vocabulary, plain data only
       concepts.json     optional: the encoder's ImageNet classes as caption words (tags)
+      grounding.json    optional: evidence heads, is there a person, a dog, a cat (grounding)
 
 Files are written to a temporary name and renamed, and the manifest (which holds the hashes)
 is written last, so a crash while saving leaves a bundle the loader refuses instead of a
@@ -29,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from captioning.concepts import ConceptTable
+from captioning.grounding import EvidenceHeads
 from captioning.keras_file import KerasFileError, read_layer_weights
 from captioning.text import Vocabulary
 
@@ -41,6 +43,7 @@ DECODER_KERAS = "decoder.keras"
 DECODER_STEP_TFLITE = "decoder_step.tflite"
 TOKENIZER = "tokenizer.p"
 CONCEPTS = "concepts.json"
+GROUNDING = "grounding.json"
 BUNDLE_FORMAT = "captioner-artifacts/1"
 REQUIRED_FILES = (ENCODER_KERAS, DECODER_KERAS, TOKENIZER)
 
@@ -97,6 +100,7 @@ class ArtifactBundle:
     # {layer name: weights} read from decoder.keras without Keras; None when `decoder` is set.
     decoder_layers: dict[str, list[np.ndarray]] | None = None
     concepts: ConceptTable | None = None
+    grounding: EvidenceHeads | None = None
 
     def save(self, directory: Path) -> dict:
         """Write every file atomically, then the manifest with their hashes; returns it."""
@@ -109,6 +113,7 @@ class ArtifactBundle:
             (ENCODER_TFLITE, self.tflite_encoder),
             (DECODER_STEP_TFLITE, self.tflite_decoder_step),
             (CONCEPTS, self.concepts.to_json() if self.concepts is not None else None),
+            (GROUNDING, self.grounding.to_json() if self.grounding is not None else None),
         ):
             if content is not None:
                 atomic_write(directory / name, lambda p, content=content: p.write_bytes(content))
@@ -212,6 +217,7 @@ def load_bundle(directory: Path | str) -> ArtifactBundle:
         tflite_decoder_step=_optional_file(directory, manifest, DECODER_STEP_TFLITE),
         decoder_layers=layers,
         concepts=_load_concepts(directory, manifest),
+        grounding=_load_grounding(directory, manifest),
     )
 
 
@@ -222,6 +228,32 @@ def _load_concepts(directory: Path, manifest: dict) -> ConceptTable | None:
         return ConceptTable.load(directory / CONCEPTS)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{directory / CONCEPTS}: {exc}") from exc
+
+
+def _load_grounding(directory: Path, manifest: dict) -> EvidenceHeads | None:
+    if GROUNDING not in manifest.get("files", {}):
+        return None
+    try:
+        heads = EvidenceHeads.load(directory / GROUNDING)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{directory / GROUNDING}: {exc}") from exc
+    encoder = manifest.get("encoder", {})
+    feature_dim = encoder.get("feature_dim")
+    if (
+        heads.pooled_size is not None
+        and feature_dim is not None
+        and heads.pooled_size != feature_dim
+    ):
+        raise ArtifactError(
+            f"{directory / GROUNDING} reads {heads.pooled_size} pooled features, "
+            f"the encoder gives {feature_dim}"
+        )
+    if heads.class_groups is not None and heads.class_groups.classes != encoder.get("classes"):
+        raise ArtifactError(
+            f"{directory / GROUNDING} reads {heads.class_groups.classes} class probabilities, "
+            f"the encoder has {encoder.get('classes') or 'no classifier'}"
+        )
+    return heads
 
 
 def _optional_file(directory: Path, manifest: dict, name: str) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,evaluate,caption}`."""
+"""Command line: `python -m training {train,evaluate,caption,...}`."""
 
 from __future__ import annotations
 
@@ -121,7 +121,69 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--output", type=Path, required=True, help="JSON lines file")
     add_caption_options(caption)
     _add_concept_commands(commands, evaluate)
+    _add_grounding_command(commands)
     return parser
+
+
+def _add_grounding_command(commands: argparse._SubParsersAction) -> None:
+    grounding = commands.add_parser(
+        "add-grounding",
+        help="fit evidence heads (person, dog, cat, two or more) on an artifacts folder's "
+        "encoder and write grounding.json",
+    )
+    grounding.add_argument("--data", type=Path, required=True, help="Flickr8k folder")
+    grounding.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    grounding.add_argument(
+        "--extra-labels",
+        type=Path,
+        default=None,
+        help="labels.tsv (file, person, dog, cat as 0/1) of more photos to train on, e.g. "
+        "../shared/openworld/labels.tsv: negatives Flickr8k lacks",
+    )
+    grounding.add_argument(
+        "--extra-photos",
+        type=Path,
+        default=None,
+        help="their folder (default: the labels file's folder)",
+    )
+    grounding.add_argument(
+        "--extra-weight", type=float, default=None, help="each extra photo counts as this many"
+    )
+    grounding.add_argument("--l2", type=float, default=None, help="L2 penalty (standardised)")
+    grounding.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="softmax temperature of the class groups (default: fitted on train)",
+    )
+    grounding.add_argument(
+        "--scenery",
+        action="store_true",
+        help="also fit heads for ball, grass, water and snow (Flickr8k labels only)",
+    )
+    grounding.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    grounding.add_argument(
+        "--cache", type=Path, default=None, help="keep the photos' encoder outputs here"
+    )
+
+
+def _run_grounding_command(args: argparse.Namespace) -> dict:
+    from training import grounding
+
+    return grounding.add_grounding(
+        args.artifacts,
+        args.data,
+        extra_labels=args.extra_labels,
+        extra_photos=args.extra_photos,
+        wordnet_dir=args.wordnet,
+        cache=args.cache,
+        specs=grounding.DEFAULT_HEADS + (grounding.SCENERY_HEADS if args.scenery else ()),
+        l2=grounding.DEFAULT_L2 if args.l2 is None else args.l2,
+        extra_weight=(
+            grounding.DEFAULT_EXTRA_WEIGHT if args.extra_weight is None else args.extra_weight
+        ),
+        temperature=args.temperature,
+    )
 
 
 def _add_concept_commands(
@@ -273,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             add_files(args.artifacts, exports)
         elif args.command in ("evaluate-open", "add-concepts"):
             print(json.dumps(_run_concept_command(args), indent=2))
+        elif args.command == "add-grounding":
+            print(json.dumps(_run_grounding_command(args), indent=2))
         else:
             from training.evaluate import write_caption_jsonl
 
