@@ -20,6 +20,13 @@ from captioning.text import Vocabulary
 from captioning.types import Evidence
 
 ANY_LABEL = "*"  # a claim that any label's evidence can meet ("two" of whatever it is)
+# A grounded caption scoring below this (log-prob per word) is word salad: the decoder, kept
+# from its usual noun ("a small brown and white ... dog"), strings adjectives together. No
+# caption without grounding scores this low on the shared photos (docs/experiments.md); such
+# a caption is replaced by the photo's concept named plainly ("a whistle").
+FLUENCY_FLOOR = -2.4
+# The concept used then, when the photo has no confident one: the likeliest at this or above.
+FALLBACK_CONCEPT_MIN = 0.1
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,14 @@ class ConceptTable:
             return None
         return int(min(confident, key=lambda i: (self._breadth[i], -concept_probabilities[i])))
 
+    def broader(self, index: int) -> frozenset[int]:
+        """The concept and those covering every class it covers: its hypernyms among the
+        concepts ("dog" and "animal" for "terrier"; not "cat" for "mammal")."""
+        membership = self._membership  # type: ignore[attr-defined]
+        classes = membership[:, index] > 0
+        covered = membership[classes].min(axis=0) > 0
+        return frozenset(int(i) for i in np.flatnonzero(covered))
+
     def related(self, index: int) -> frozenset[int]:
         """The concept and those that share a class with it, more general or more specific:
         what names the same thing in other words ("dog" for "terrier", "bike" for "vehicle")."""

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from captioning.claims import Claim
 from captioning.types import Evidence
 
 GROUNDING_FORMAT = "captioner-grounding/1"
@@ -162,12 +163,14 @@ class Grounding(NamedTuple):
 
 @dataclass(frozen=True)
 class EvidenceHeads:
-    """The heads of `grounding.json`, frozen; `assess` turns encoder outputs into evidence."""
+    """The heads of `grounding.json`, frozen; `assess` turns encoder outputs into evidence.
+    `claims` (`captioning.claims`) say which words need which evidence."""
 
     heads: tuple[Head, ...]
     normalisers: dict[str, Normaliser]  # input name -> its normalisation
     class_groups: ClassGroups | None = None
     info: dict = field(default_factory=dict, compare=False)  # how they were made (free form)
+    claims: tuple[Claim, ...] = ()
     matrix: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -295,6 +298,7 @@ class EvidenceHeads:
             "info": self.info,
             "inputs": inputs,
             "heads": [h.to_plain() for h in self.heads],
+            "claims": [claim.to_plain() for claim in self.claims],
         }
 
     @classmethod
@@ -317,6 +321,7 @@ class EvidenceHeads:
                 heads=tuple(Head.from_plain(h) for h in data["heads"]),
                 normalisers=normalisers,
                 class_groups=groups,
+                claims=tuple(Claim.from_plain(c) for c in data.get("claims") or ()),
                 info=dict(data.get("info") or {}),
             )
         except (KeyError, TypeError, AttributeError) as exc:

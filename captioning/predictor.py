@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from captioning.bundle import ENCODER_TFLITE, ArtifactBundle, ArtifactError, load_bundle
+from captioning.claims import FALLBACK_CONCEPT_MIN, FLUENCY_FLOOR, ClaimRule
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights
 from captioning.images import load_image_file, to_model_batch
@@ -32,7 +33,7 @@ from captioning.search_settings import (
 )
 from captioning.subjects import Subject, SubjectNamer
 from captioning.text import Vocabulary
-from captioning.types import Caption, CaptionResult, EncodedImages
+from captioning.types import Caption, CaptionResult, EncodedImages, Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class CaptionPredictor:
                 concepts_info = self.manifest.get("concepts", {})
                 concept_threshold = concepts_info.get("threshold", DEFAULT_CONCEPT_THRESHOLD)
             self.namer = SubjectNamer(bundle.concepts, self.vocabulary, float(concept_threshold))
+        self.grounding = bundle.grounding
+        self.claim_rule: ClaimRule | None = None
+        if self.grounding is not None and self.grounding.claims:
+            self.claim_rule = ClaimRule(self.grounding.claims, self.vocabulary)
         logger.info(
             "model %s: %s encoder via %s, decoder via %s, vocabulary %d",
             self.model_id,
@@ -169,18 +174,33 @@ class CaptionPredictor:
         table, threshold = self.namer.table, self.namer.threshold
         return [tuple(table.tags(row, threshold)) for row in encoded.concepts]
 
+    def evidence(self, encoded: EncodedImages) -> list[tuple[Evidence, ...]]:
+        """What grounding finds in each image, most likely first (nothing without heads)."""
+        if self.grounding is None:
+            return [() for _ in range(len(encoded))]
+        return self.grounding.assess(encoded.pooled, encoded.classes).evidence
+
     def generate(
         self, encoded: EncodedImages, settings: SearchSettings | None = None
     ) -> list[CaptionResult]:
-        """n-best captions for each encoded image, best first, with its tags.
+        """n-best captions for each encoded image, best first, with its tags and evidence.
 
-        With `settings.concepts`, an image whose caption does not name its most specific
-        confident concept is decoded again, constrained to name it."""
+        With `settings.grounding`, a word that claims a person, a dog, a cat or two of them is
+        written only where the evidence (or the photo's confident concept) supports it. With
+        `settings.concepts`, an image whose caption does not name its most specific confident
+        concept is decoded again, constrained to name it."""
         settings = settings or self.search
-        hypotheses = self._search(encoded, settings)
-        subjects: list[Subject | None] = [None] * len(encoded)
-        if settings.concepts and self.namer is not None and encoded.concepts is not None:
-            subjects = self.namer.subjects(encoded.concepts)
+        evidence = self.evidence(encoded)
+        found: list[Subject | None] = [None] * len(encoded)
+        if self.namer is not None and encoded.concepts is not None:
+            found = self.namer.subjects(encoded.concepts)
+        penalty = None
+        if settings.grounding and self.claim_rule is not None:
+            # The concept is evidence of its own: a terrier's caption may say "dog".
+            allowed = [() if s is None else s.supported for s in found]
+            penalty = self.claim_rule.word_penalty(evidence, allowed)
+        hypotheses = self._search(encoded, settings, penalty)
+        subjects = found if settings.concepts else [None] * len(encoded)
         missing = []
         for index, subject in enumerate(subjects):
             best = hypotheses[index][0].token_ids
@@ -192,25 +212,58 @@ class CaptionPredictor:
                 missing.append(index)
         if missing:
             chosen = [subjects[i] for i in missing]
-            constrained = self._constrained(encoded[missing], chosen, settings)  # type: ignore[arg-type]
-            for index, found in zip(missing, constrained, strict=True):
-                hypotheses[index] = found
-        return [
-            CaptionResult(tuple(self._to_caption(h, subject) for h in per_image), tags=tags)
-            for per_image, subject, tags in zip(
-                hypotheses, subjects, self.tags(encoded), strict=True
+            constrained = self._constrained(
+                encoded[missing],
+                chosen,  # type: ignore[arg-type]
+                settings,
+                None if penalty is None else penalty[missing],
+            )
+            for index, named in zip(missing, constrained, strict=True):
+                hypotheses[index] = named
+        results = [
+            CaptionResult(
+                tuple(self._to_caption(h, subject) for h in per_image), tags=tags, evidence=items
+            )
+            for per_image, subject, tags, items in zip(
+                hypotheses, subjects, self.tags(encoded), evidence, strict=True
             )
         ]
+        if penalty is not None:
+            results = [
+                self._fluent(r, s, encoded, i)
+                for i, (r, s) in enumerate(zip(results, found, strict=True))
+            ]
+        return results
 
-    def _search(self, encoded: EncodedImages, settings: SearchSettings) -> list[list[Hypothesis]]:
-        common = {"settings": settings, "runtime": self.decoder_step}
+    def _fluent(
+        self, result: CaptionResult, subject: Subject | None, encoded: EncodedImages, index: int
+    ) -> CaptionResult:
+        """The result, its best caption named plainly ("a whistle") when grounding left the
+        decoder only word salad (see `FLUENCY_FLOOR`)."""
+        best = result.best
+        if best.score >= FLUENCY_FLOOR or self.namer is None or encoded.concepts is None:
+            return result
+        text = self.namer.plain_name(subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN)
+        if text is None:
+            return result
+        plain = Caption(text, tuple(text.split(" ")), best.log_prob, best.score)
+        return dataclasses.replace(result, captions=(plain, *result.captions[1:]))
+
+    def _search(
+        self, encoded: EncodedImages, settings: SearchSettings, penalty: np.ndarray | None
+    ) -> list[list[Hypothesis]]:
+        common = {"settings": settings, "runtime": self.decoder_step, "word_penalty": penalty}
         if settings.beam_size == 1:
             found = greedy_decode(self.weights, encoded.grid, encoded.pooled, **common)
             return [[hypothesis] for hypothesis in found]
         return beam_search(self.weights, encoded.grid, encoded.pooled, **common)
 
     def _constrained(
-        self, encoded: EncodedImages, subjects: list[Subject], settings: SearchSettings
+        self,
+        encoded: EncodedImages,
+        subjects: list[Subject],
+        settings: SearchSettings,
+        penalty: np.ndarray | None = None,
     ) -> list[list[Hypothesis]]:
         return constrained_beam_search(
             self.weights,
@@ -219,6 +272,7 @@ class CaptionPredictor:
             required=[list(subject.written) for subject in subjects],
             settings=settings,
             runtime=self.decoder_step,
+            word_penalty=penalty,
         )
 
     def caption_images(

@@ -23,8 +23,12 @@ class Subject:
     the caption shows the concept's word in its place. A caption that already has one of the
     `named` tokens (the concept or a broader one, as words: "dog" for a terrier) is kept."""
 
+    word: str  # the concept's own word
     written: dict[int, str]  # token -> the words shown in its place
     named: frozenset[int]
+    # The tokens of the concept and its broader concepts ("dog" for a terrier): what the
+    # concept is evidence for, so grounding lets a caption say them.
+    supported: frozenset[int] = frozenset()
 
 
 class SubjectNamer:
@@ -47,19 +51,36 @@ class SubjectNamer:
             written = {vocabulary.id_of(table.stand_ins[index]): table.words[index]}
             if table.stand_in_plurals[index]:
                 written[vocabulary.id_of(table.stand_in_plurals[index])] = table.plurals[index]
-            named = {
-                vocabulary.id_of(word)
-                for concept in table.related(index)
-                for word in (table.words[concept], table.plurals[concept], *table.synonyms[concept])
-                if word in vocabulary
-            }
-            self._cache[index] = Subject(written, frozenset(named))
+            named = self._tokens(table.related(index))
+            supported = self._tokens(table.broader(index)) | written.keys()
+            self._cache[index] = Subject(table.words[index], written, named, frozenset(supported))
         return self._cache[index]
+
+    def _tokens(self, concepts: frozenset[int]) -> frozenset[int]:
+        """The vocabulary's tokens for these concepts' words, plurals and synonyms."""
+        table, vocabulary = self.table, self.vocabulary
+        return frozenset(
+            vocabulary.id_of(word)
+            for concept in concepts
+            for word in (table.words[concept], table.plurals[concept], *table.synonyms[concept])
+            if word in vocabulary
+        )
 
     def subjects(self, concepts: np.ndarray) -> list[Subject | None]:
         """Each image's most specific confident concept, from (images, concepts) probabilities."""
         found = (self.table.subject(row, self.threshold) for row in concepts)
         return [None if index is None else self.subject(index) for index in found]
+
+    def plain_name(self, subject: Subject | None, concepts: np.ndarray, floor: float) -> str | None:
+        """'a whistle': the subject's word with its article, or the likeliest concept's at
+        `floor` or above when there is no subject; None when no concept reaches it."""
+        if subject is not None:
+            word = subject.word
+        elif float(concepts.max()) >= floor:
+            word = self.table.words[int(np.argmax(concepts))]
+        else:
+            return None
+        return " ".join(name_subject(("a", word), 1, word))
 
     def show(
         self, words: tuple[str, ...], token_ids: tuple[int, ...], subject: Subject

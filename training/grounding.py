@@ -10,6 +10,7 @@ serving. They are fitted here in NumPy: the heads are plain numbers in `groundin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -19,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from captioning.claims import Claim
 from captioning.concepts import softmax
 from captioning.grounding import CLASS_GROUPS, POOLED, ClassGroups, EvidenceHeads, Head, Normaliser
 from captioning.text import normalize_caption
 from training.data import Split
+from training.mentions import Lexicon
 from training.wordnet import WordNet
 
 if TYPE_CHECKING:
@@ -650,6 +653,10 @@ def add_grounding(
         f"{MIN_DEV_POSITIVES} dev positives",
     }
     heads, dev_rates = fit_heads(train, dev, specs, groups, l2, info)
+    # The words each label's evidence licenses, from the same lexicon that counts phantoms.
+    lexicon = Lexicon(WordNet.load(wordnet_dir) if wordnet_dir else WordNet.load())
+    claims = tuple(Claim.from_plain(c) for c in lexicon.claims(predictor.vocabulary.words))
+    heads = dataclasses.replace(heads, claims=claims)
     entry = {
         "file": GROUNDING,
         "format": heads.to_plain()["format"],
@@ -662,6 +669,7 @@ def add_grounding(
             }
             for head in heads.heads
         },
+        "claims": {f"{c.label} x{c.count}": len(c.words) for c in claims},
         **info,
     }
     if heads.class_groups is not None:

@@ -71,6 +71,12 @@ COUNT_NOUNS = frozenset(
 )
 # Groups of people when nothing else is named ("a crowd watches"; not "a crowd of birds").
 COLLECTIVES: dict[str, int] = {"crowd": 3, "couple": 2, "audience": 3, "team": 2, "family": 2}
+# Person nouns of captions whose most frequent WordNet sense is something else ("climber": a
+# plant; "diver": a bird; "adult", "male": animals too). In photo captions they name people.
+CAPTION_PERSONS = frozenset(
+    {"adult", "male", "female", "jockey", "pirate", "diver", "climber", "fireman", "groom"}
+    | {"teen", "newborn", "santa"}
+)
 WEAR_WORDS = frozenset({"in", "wearing", "wears", "wear", "wore", "dressed"})
 # Words that end the phrase a count word or a wear word governs.
 PHRASE_BREAKS = frozenset(
@@ -188,6 +194,8 @@ class Lexicon:
         return self._kinds[lemma]
 
     def _kind(self, lemma: str) -> str | None:
+        if lemma in CAPTION_PERSONS:
+            return PERSON
         wordnet = self.wordnet
         offset = wordnet.usual_sense(lemma)
         if offset is None or wordnet.synsets[offset].instance:

@@ -135,17 +135,46 @@ def evaluate_open_world(
 ) -> dict:
     """Caption every class-named photo in `folder`, score it, write rows, summary and report;
     with `labels`, also the phantom rates, the grounded share and CIDEr-D."""
-    judge, lexicon = Judge(wordnet), Lexicon(wordnet)
+    paths = class_named_photos(folder)
+    if labels is not None:
+        _check_labels(labels, paths)
+    rows = open_world_rows(predictor, paths, settings, wordnet, labels)
+    return write_open_world(rows, predictor, settings, paths, output_dir)
+
+
+def class_named_photos(folder: Path) -> list[Path]:
     paths = [p for p in expand_paths([folder]) if class_of(p) is not None]
     if not paths:
         raise FileNotFoundError(f"{folder} has no photos named nXXXXXXXX_label.ext")
-    if labels is not None:
-        _check_labels(labels, paths)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rows = [
+    return paths
+
+
+def open_world_rows(
+    predictor: CaptionPredictor,
+    paths: Sequence[Path],
+    settings: SearchSettings,
+    wordnet: WordNet,
+    labels: dict[str, Label] | None = None,
+) -> list[dict]:
+    """One row per photo: its caption, tags, evidence, whether it names the subject, and
+    with `labels` its mentions and phantoms."""
+    judge, lexicon = Judge(wordnet), Lexicon(wordnet)
+    return [
         _row(path, result, judge, lexicon, labels)
         for path, result in caption_files(predictor, paths, settings)
     ]
+
+
+def write_open_world(
+    rows: list[dict],
+    predictor: CaptionPredictor,
+    settings: SearchSettings,
+    paths: Sequence[Path],
+    output_dir: Path,
+) -> dict:
+    """Score the rows against their references, write rows, summary and report; returns the
+    summary."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _score_references(rows)
     summary = _summary(rows, predictor, settings)
     if tokenizer is not None:
