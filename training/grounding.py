@@ -1,8 +1,9 @@
 """Evidence heads: what a photo shows (people, dogs, cats...), read from the encoder's outputs.
 
 Flickr8k photos are labelled from their five reference captions: a photo shows a person when
-its captions mention one ("a man", "two girls", "a skier"), and two or more when they say so
-("two dogs", "a group of people", "a man and a woman"). Small L2-regularised logistic
+its captions claim one ("a man", "a skier", "in a red shirt"), and two or more when they say
+so ("two dogs", "a group of people", "a man and a woman"), read by `training.mentions`, the
+lexicon the open-world evaluation counts phantoms with. Small L2-regularised logistic
 regressions on the encoder's pooled features (and, when the encoder has its ImageNet head,
 its class probabilities) then learn to see them; `captioning.grounding` runs them when
 serving. They are fitted here in NumPy: the heads are plain numbers in `grounding.json`.
@@ -25,7 +26,7 @@ from captioning.concepts import softmax
 from captioning.grounding import CLASS_GROUPS, POOLED, ClassGroups, EvidenceHeads, Head, Normaliser
 from captioning.text import normalize_caption
 from training.data import Split
-from training.mentions import Lexicon
+from training.mentions import CHECKED, Lexicon
 from training.wordnet import WordNet
 
 if TYPE_CHECKING:
@@ -38,58 +39,7 @@ def words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Words that say a person, dog or cat is in the photo, as Flickr8k's captions write them.
-# Clothing ("in a red shirt") implies a wearer but is left out: dogs wear coats too.
-PERSON_SINGULAR = words(
-    """man woman boy girl person child kid baby toddler infant player lady guy gentleman
-    skateboarder snowboarder surfer skier rider biker bicyclist cyclist motorcyclist climber
-    hiker swimmer runner jogger dancer adult teenager teen male female someone worker cowboy
-    officer policeman soldier athlete wrestler musician guitarist drummer singer performer
-    spectator tourist mother father mom dad son daughter brother sister friend bride groom
-    student jockey goalie pitcher batter catcher referee skater kayaker fisherman diver
-    photographer clown rollerblader boarder blader snowmobiler wakeboarder paddler canoeist
-    rafter motorcyclist racer driver bicycler artist vendor bystander pedestrian shopper
-    youngster gymnast cheerleader fighter"""
-)
-PERSON_PLURAL = words(
-    """men women boys girls people persons children kids babies toddlers players ladies guys
-    gentlemen skateboarders snowboarders surfers skiers riders bikers bicyclists cyclists
-    motorcyclists climbers hikers swimmers runners joggers dancers adults teenagers teens
-    males females workers cowboys officers policemen soldiers athletes wrestlers musicians
-    singers performers spectators onlookers tourists friends students jockeys players
-    referees skaters kayakers fishermen divers photographers clowns rollerbladers racers
-    drivers bicyclers artists vendors bystanders pedestrians shoppers youngsters gymnasts
-    cheerleaders fighters crowd crowds team teams couple family families audience
-    parents brothers sisters"""
-)
-DOG_SINGULAR = words(
-    """dog puppy pup doggy poodle terrier collie retriever labrador greyhound dalmatian
-    beagle bulldog pug husky spaniel chihuahua dachshund rottweiler schnauzer sheepdog
-    pitbull corgi mutt hound whippet shepherd"""
-)
-DOG_PLURAL = words(
-    """dogs puppies pups poodles terriers collies retrievers labradors greyhounds
-    dalmatians beagles bulldogs pugs huskies spaniels chihuahuas dachshunds rottweilers
-    schnauzers sheepdogs pitbulls corgis mutts hounds whippets"""
-)
-CAT_SINGULAR = frozenset({"cat", "kitten", "kitty"})
-CAT_PLURAL = frozenset({"cats", "kittens", "kitties"})
-# Words before a noun that make it two or more ("two dogs", "a group of", "both boys").
-COUNT_WORDS = words(
-    """two three four five six seven eight nine ten twelve several many multiple both pair
-    group groups bunch lots crowd couple team few numerous"""
-)
-ARTICLES = frozenset({"a", "an", "one", "another"})
-# How far before a noun a count word or article may stand ("two small brown dogs").
-MODIFIER_SPAN = 4
-
-# Things a caption may claim, with its words: (singular, plural); label name -> words.
-THINGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "person": (PERSON_SINGULAR, PERSON_PLURAL),
-    "dog": (DOG_SINGULAR, DOG_PLURAL),
-    "cat": (CAT_SINGULAR, CAT_PLURAL),
-}
-# Scenery and objects the decoder likes to say, mentioned or not (no count).
+# Scenery and objects the decoder likes to say, mentioned or not (no count); optional heads.
 SCENERY: dict[str, frozenset[str]] = {
     "ball": frozenset({"ball", "balls", "soccer", "football", "basketball", "volleyball"}),
     "grass": frozenset({"grass", "grassy", "lawn", "field", "meadow"}),
@@ -101,33 +51,10 @@ SCENERY: dict[str, frozenset[str]] = {
 }
 
 
-def caption_count(tokens: Sequence[str], singular: frozenset[str], plural: frozenset[str]) -> int:
-    """How many of a thing one caption claims: 0, 1, or 2 for two or more.
-
-    Two or more: a plural noun ("dogs", "people", "a crowd"), a count word a few words before
-    a noun ("two small dogs", "a group of boys"), or two nouns each with an article ("a man
-    and a woman"); "the man" after "a man" is the same one."""
-    introduced = 0
-    count = 0
-    for position, token in enumerate(tokens):
-        if token not in singular and token not in plural:
-            continue
-        before = tokens[max(0, position - MODIFIER_SPAN) : position]
-        if token in plural or COUNT_WORDS.intersection(before):
-            return 2
-        count = max(count, 1)
-        # An article right before the noun or its adjectives introduces a new one.
-        if ARTICLES.intersection(before[-3:]):
-            introduced += 1
-            if introduced >= 2:
-                return 2
-    return count
-
-
 @dataclass(frozen=True)
 class CaptionLabels:
     """Per photo, the share of its captions that mention each thing (0..1), and the share that
-    say two or more of a countable thing (`several`)."""
+    say two or more of a person, dog or cat (`several`)."""
 
     mentioned: dict[str, np.ndarray]  # label -> (photos,) share of captions
     several: dict[str, np.ndarray]  # "person", "dog", "cat" -> (photos,) share saying 2+
@@ -140,20 +67,22 @@ class CaptionLabels:
         return self.several[label] > share
 
 
-def label_from_captions(captions: Sequence[Sequence[str]]) -> CaptionLabels:
-    """`captions`: per photo, its raw reference captions."""
-    mentioned = {name: np.zeros(len(captions)) for name in (*THINGS, *SCENERY)}
-    several = {name: np.zeros(len(captions)) for name in THINGS}
+def label_from_captions(captions: Sequence[Sequence[str]], lexicon: Lexicon) -> CaptionLabels:
+    """`captions`: per photo, its raw reference captions. A person, dog or cat is mentioned as
+    `lexicon` reads claims (`training.mentions`, as the open-world evaluation counts phantoms):
+    "a man", "in a red shirt", "two dogs", "a kitten"."""
+    mentioned = {name: np.zeros(len(captions)) for name in (*CHECKED, *SCENERY)}
+    several = {name: np.zeros(len(captions)) for name in CHECKED}
     for index, references in enumerate(captions):
-        tokenised = [normalize_caption(c) for c in references]
-        if not tokenised:
+        if not references:
             continue
-        for name, (singular, plural) in THINGS.items():
-            counts = [caption_count(tokens, singular, plural) for tokens in tokenised]
-            mentioned[name][index] = np.mean([c > 0 for c in counts])
-            several[name][index] = np.mean([c > 1 for c in counts])
-        for name, words in SCENERY.items():
-            mentioned[name][index] = np.mean([bool(words.intersection(t)) for t in tokenised])
+        claims = [lexicon.claimed(caption) for caption in references]
+        for name in CHECKED:
+            mentioned[name][index] = np.mean([claim[name] > 0 for claim in claims])
+            several[name][index] = np.mean([claim[name] > 1 for claim in claims])
+        tokenised = [set(normalize_caption(caption)) for caption in references]
+        for name, found in SCENERY.items():
+            mentioned[name][index] = np.mean([bool(found & tokens) for tokens in tokenised])
     return CaptionLabels(mentioned, several)
 
 
@@ -390,8 +319,10 @@ class LabelledPhotos:
     targets: dict[str, np.ndarray]  # head name ("person", "person>=2") -> (photos,) 0..1/NaN
 
 
-def flickr8k_labels(paths: Sequence[Path], captions: Sequence[Sequence[str]]) -> LabelledPhotos:
-    labels = label_from_captions(captions)
+def flickr8k_labels(
+    paths: Sequence[Path], captions: Sequence[Sequence[str]], lexicon: Lexicon
+) -> LabelledPhotos:
+    labels = label_from_captions(captions, lexicon)
     targets = dict(labels.mentioned)
     targets.update({f"{name}>=2": share for name, share in labels.several.items()})
     return LabelledPhotos(list(paths), targets)
@@ -418,7 +349,7 @@ def read_labels_tsv(path: Path, photos: Path | None = None) -> LabelledPhotos:
         raise ValueError(f"{path} lists no photos")
     table = np.asarray(rows, np.float64)
     targets: dict[str, np.ndarray] = {}
-    for column, name in enumerate(THINGS):
+    for column, name in enumerate(CHECKED):
         targets[name] = table[:, column]
         # None of the thing: not two either; some: how many is not said.
         targets[f"{name}>=2"] = np.where(table[:, column] == 0, 0.0, np.nan)
@@ -620,8 +551,10 @@ def add_grounding(
     train_split, dev_split = dataset.splits["train"], dataset.splits["dev"]
     if not len(train_split):
         raise DatasetError(f"{data} has no train photos to fit grounding heads on")
-    parts = [_flickr8k_set(predictor, train_split, cache, "train")]
-    dev = _flickr8k_set(predictor, dev_split, cache, "dev") if len(dev_split) else None
+    wordnet = WordNet.load(wordnet_dir) if wordnet_dir else WordNet.load()
+    lexicon = Lexicon(wordnet)
+    parts = [_flickr8k_set(predictor, train_split, lexicon, cache, "train")]
+    dev = _flickr8k_set(predictor, dev_split, lexicon, cache, "dev") if len(dev_split) else None
     extra_record = None
     if extra_labels is not None:
         labelled = read_labels_tsv(extra_labels, extra_photos)
@@ -636,14 +569,15 @@ def add_grounding(
     train = TrainingSet.concatenate(parts)
     groups = None
     if train.encoded.class_logits is not None:
-        groups = _class_groups(predictor, train, wordnet_dir, temperature)
+        groups = _class_groups(predictor, train, wordnet, temperature)
     info = {
         "data": {
             "flickr8k": {
                 "train": len(train_split),
                 "dev": len(dev_split),
-                "labels": "from the five reference captions: the share that mention each "
-                "thing (training target); dev photos with more than half (thresholds)",
+                "labels": "from the five reference captions, read by training.mentions: the "
+                "share that claim each thing (training target); dev photos where more than "
+                "half do (thresholds)",
             },
             **({"extra": extra_record} if extra_record else {}),
         },
@@ -683,9 +617,9 @@ def add_grounding(
 
 
 def _flickr8k_set(
-    predictor: CaptionPredictor, split: Split, cache: Path | None, name: str
+    predictor: CaptionPredictor, split: Split, lexicon: Lexicon, cache: Path | None, name: str
 ) -> TrainingSet:
-    labelled = flickr8k_labels(split.image_paths, split.raw_captions)
+    labelled = flickr8k_labels(split.image_paths, split.raw_captions, lexicon)
     encoded = encode_cached(predictor, labelled.paths, cache, name)
     return TrainingSet(encoded, labelled.targets, np.ones(len(encoded)))
 
@@ -693,7 +627,7 @@ def _flickr8k_set(
 def _class_groups(
     predictor: CaptionPredictor,
     train: TrainingSet,
-    wordnet_dir: Path | None,
+    wordnet: WordNet,
     temperature: float | None,
 ) -> ClassGroups | None:
     """The dog and cat class groups of the encoder's classifier, at `temperature` (None: the
@@ -709,7 +643,6 @@ def _class_groups(
     else:
         logger.warning("grounding: %d classes of unknown ids; no class groups", classes)
         return None
-    wordnet = WordNet.load(wordnet_dir) if wordnet_dir else WordNet.load()
     groups = class_groups_for(class_ids, wordnet)
     if not groups:
         return None

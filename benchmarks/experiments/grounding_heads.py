@@ -26,7 +26,6 @@ import numpy as np
 from captioning.concepts import softmax
 from captioning.grounding import ClassGroups
 from captioning.predictor import CaptionPredictor
-from captioning.text import normalize_caption
 from training.data import load_flickr8k
 from training.grounding import (
     DEFAULT_EXTRA_WEIGHT,
@@ -34,10 +33,8 @@ from training.grounding import (
     DEFAULT_L2,
     PRESENCE_RECALL,
     SCENERY,
-    THINGS,
     EncodedPhotos,
     TrainingSet,
-    caption_count,
     choose_threshold,
     class_groups_for,
     encode_cached,
@@ -50,6 +47,7 @@ from training.grounding import (
     standardiser,
     stratified_folds,
 )
+from training.mentions import Lexicon
 from training.wordnet import WordNet
 
 logger = logging.getLogger(__name__)
@@ -73,17 +71,18 @@ class Sets:
 def load_sets(args: argparse.Namespace) -> Sets:
     predictor = CaptionPredictor.from_artifacts(args.artifacts)
     dataset = load_flickr8k(args.flickr8k)
+    wordnet = WordNet.load(args.wordnet)
+    lexicon = Lexicon(wordnet)
     sets = {}
     for name in ("train", "dev"):
         split = dataset.splits[name]
-        labelled = flickr8k_labels(split.image_paths, split.raw_captions)
+        labelled = flickr8k_labels(split.image_paths, split.raw_captions, lexicon)
         encoded = encode_cached(predictor, labelled.paths, args.cache, name, grid_max=True)
         sets[name] = TrainingSet(encoded, labelled.targets, np.ones(len(encoded)))
     labels_file = args.openworld / "labels.tsv"
     labelled = read_labels_tsv(labels_file, args.openworld / "imagenet-sample")
     encoded = encode_cached(predictor, labelled.paths, args.cache, "extra", grid_max=True)
     open_set = TrainingSet(encoded, labelled.targets, np.ones(len(encoded)))
-    wordnet = WordNet.load(args.wordnet)
     group_names = []
     for path in labelled.paths:
         wnid = path.name.split("_")[0]
@@ -91,13 +90,12 @@ def load_sets(args: argparse.Namespace) -> Sets:
             next((g for g, root in GROUPS if wordnet.is_a(wnid, root)), "everything else")
         )
     references = [
-        normalize_caption(line.split("\t")[4])
+        lexicon.claimed(line.split("\t")[4])
         for line in labels_file.read_text().splitlines()
         if line.strip()
     ]
     reference_several = {
-        name: np.array([caption_count(tokens, *THINGS[name]) > 1 for tokens in references])
-        for name in ("person", "dog")
+        name: np.array([claims[name] > 1 for claims in references]) for name in ("person", "dog")
     }
     assert predictor.concepts is not None, "the measurement needs the ImageNet head"
     class_ids = list(predictor.concepts.class_ids)
