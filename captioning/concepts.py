@@ -8,11 +8,11 @@ so 120 dog breeds of 0.5% each still make a confident "dog". Serving needs no Wo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from captioning.plain_file import PlainJsonFile
 
 CONCEPTS_FORMAT = "captioner-concepts/1"
 # A concept is reported as a tag, and named in the caption, from this probability on. Tuned
@@ -28,7 +28,9 @@ class Tag:
 
 
 @dataclass(frozen=True)
-class ConceptTable:
+class ConceptTable(PlainJsonFile):
+    FILE = "concepts.json"
+
     class_ids: tuple[str, ...]  # the classifier's classes, in its output order (wnids)
     class_concepts: tuple[tuple[int, ...], ...]  # per class: concept indices, specific first
     words: tuple[str, ...]  # per concept: its caption word
@@ -147,20 +149,6 @@ class ConceptTable:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"concepts.json lacks a required field: {exc}") from exc
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_plain(), indent=1).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> ConceptTable:
-        try:
-            return cls.from_plain(json.loads(data))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"concepts.json is not valid JSON: {exc}") from exc
-
-    @classmethod
-    def load(cls, path: Path) -> ConceptTable:
-        return cls.from_json(Path(path).read_bytes())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

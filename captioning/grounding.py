@@ -12,15 +12,14 @@ latter only counts when the label's presence head fires too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from captioning.claims import Claim
+from captioning.plain_file import PlainJsonFile
 from captioning.types import Evidence
 
 GROUNDING_FORMAT = "captioner-grounding/1"
@@ -162,9 +161,11 @@ class Grounding(NamedTuple):
 
 
 @dataclass(frozen=True)
-class EvidenceHeads:
+class EvidenceHeads(PlainJsonFile):
     """The heads of `grounding.json`, frozen; `assess` turns encoder outputs into evidence.
     `claims` (`captioning.claims`) say which words need which evidence."""
+
+    FILE = "grounding.json"
 
     heads: tuple[Head, ...]
     normalisers: dict[str, Normaliser]  # input name -> its normalisation
@@ -326,20 +327,6 @@ class EvidenceHeads:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"grounding.json lacks a required field: {exc}") from exc
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_plain(), indent=1).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> EvidenceHeads:
-        try:
-            return cls.from_plain(json.loads(data))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"grounding.json is not valid JSON: {exc}") from exc
-
-    @classmethod
-    def load(cls, path: Path) -> EvidenceHeads:
-        return cls.from_json(Path(path).read_bytes())
 
 
 def _floats(values: Sequence[float] | np.ndarray) -> list[float]:

@@ -133,13 +133,9 @@ def _add_grounding_command(commands: argparse._SubParsersAction) -> None:
     )
     grounding.add_argument("--data", type=Path, required=True, help="Flickr8k folder")
     grounding.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    grounding.add_argument(
-        "--extra-labels",
-        type=Path,
-        default=None,
-        help="labels.tsv (file, person, dog, cat as 0/1) of more photos to train on, e.g. "
-        "../shared/openworld/labels.tsv: negatives Flickr8k lacks",
-    )
+    extra_help = "labels.tsv (file, person, dog, cat as 0/1) of more photos to train on, e.g. "
+    extra_help += "../shared/openworld/labels.tsv: negatives Flickr8k lacks"
+    grounding.add_argument("--extra-labels", type=Path, help=extra_help)
     grounding.add_argument(
         "--extra-photos",
         type=Path,
@@ -204,13 +200,9 @@ def _add_concept_commands(
             "--concept-threshold", type=float, default=None, help="default: the manifest's"
         )
     open_world.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
-    open_world.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="TSV of file, person, dog, cat (0/1) and a reference caption: adds phantom "
-        "person/dog/cat rates, the grounded share and CIDEr-D",
-    )
+    labels_help = "TSV of file, person, dog, cat (0/1) and a reference caption: adds phantom "
+    labels_help += "person/dog/cat rates, the grounded share and CIDEr-D"
+    open_world.add_argument("--labels", type=Path, help=labels_help)
 
     concepts = commands.add_parser(
         "add-concepts",

@@ -89,3 +89,19 @@ def test_phrases_and_modifiers_are_read_as_a_reader_does(lexicon: Lexicon) -> No
 )
 def test_claimed_counts(lexicon: Lexicon, caption: str, person: int, dog: int, cat: int) -> None:
     assert lexicon.claimed(caption) == {"person": person, "dog": dog, "cat": cat}
+
+
+def test_claims_say_what_evidence_each_word_needs(lexicon: Lexicon) -> None:
+    words = ["a", "man", "men", "people", "shirt", "he", "dog", "dogs", "cat", "two", "one"]
+    words += ["crowd", "grass", "wolf", "hot dog"]
+    claims = {(c["label"], c["count"]): c["words"] for c in lexicon.claims(words)}
+    assert claims == {
+        ("*", 2): ["crowd", "two"],  # a count word: two or more of whatever is counted
+        ("cat", 1): ["cat"],
+        ("dog", 1): ["dog"],
+        ("dog", 2): ["dogs"],
+        ("person", 1): ["he", "man", "shirt"],  # worn clothing needs a wearer
+        ("person", 2): ["crowd", "men", "people"],
+    }
+    # Caption person words whose commonest WordNet sense is another (a plant, a bird).
+    assert lexicon.kind("climber") == lexicon.kind("diver") == "person"

@@ -82,19 +82,25 @@ def photos(tmp_path: Path) -> tuple[Path, Path]:
     return folder, labels
 
 
-def test_grounding_scores_overall_and_by_group(
-    photos: tuple[Path, Path], wordnet: WordNet, tmp_path: Path
-) -> None:
+def evaluate_labelled(photos: tuple[Path, Path], wordnet: WordNet, output: Path) -> dict:
     folder, labels = photos
-    output = tmp_path / "out"
-    summary = evaluate_open_world(
-        ScriptedPredictor(),  # type: ignore[arg-type]
+    predictor = ScriptedPredictor()
+    settings = SearchSettings(max_length=20)
+    return evaluate_open_world(
+        predictor,  # type: ignore[arg-type]
         folder,
-        SearchSettings(max_length=20),
+        settings,
         output,
         wordnet,
         read_labels(labels),
     )
+
+
+def test_grounding_scores_overall_and_by_group(
+    photos: tuple[Path, Path], wordnet: WordNet, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    summary = evaluate_labelled(photos, wordnet, output)
     assert summary["subject_named"] == round(5 / 6, 4)
     assert summary["phantom"] == {
         "person": {"photos_without": 5, "mentioned": 2, "rate": 0.4},  # owl, tabby
@@ -122,16 +128,8 @@ def test_grounding_scores_overall_and_by_group(
 def test_the_report_shows_flags_references_and_boxes(
     photos: tuple[Path, Path], wordnet: WordNet, tmp_path: Path
 ) -> None:
-    folder, labels = photos
     output = tmp_path / "out"
-    evaluate_open_world(
-        ScriptedPredictor(),  # type: ignore[arg-type]
-        folder,
-        SearchSettings(max_length=20),
-        output,
-        wordnet,
-        read_labels(labels),
-    )
+    evaluate_labelled(photos, wordnet, output)
     report = (output / "open_world.html").read_text()
     assert report.count("<figure") == len(PHOTOS)
     assert "phantom person" in report and "reference: an owl on a branch" in report
