@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ../shared/flickr8k
+# Labelled photos (labels.tsv) that grounding's heads also learn from; the committed model's
+# used ../shared/openworld/labels.tsv.
+GROUNDING_LABELS ?=
 
 .PHONY: install install-dev serve test lint format bench reliability train evaluate clean
 
@@ -49,6 +52,8 @@ reliability: install-dev
 train: install-dev
 	$(BIN)/python -m training train --data $(DATA) --artifacts artifacts --work-dir work \
 		--time-budget-minutes 45
+	$(BIN)/python -m training add-grounding --data $(DATA) --artifacts artifacts \
+		--cache work/grounding $(if $(GROUNDING_LABELS),--extra-labels $(GROUNDING_LABELS))
 
 evaluate: install-dev
 	$(BIN)/python -m training evaluate --data $(DATA) --artifacts artifacts --split dev
