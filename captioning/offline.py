@@ -97,14 +97,16 @@ def caption_batch(
 
 
 def caption_row(image: str, result: CaptionResult | ImageError) -> dict[str, Any]:
-    """{"image", "caption", "score", "tags"} (score: the caption's log-probability; tags: the
-    image's confident concepts, most likely first), or with "error"."""
+    """{"image", "caption", "score", "tags", "evidence"} (score: the caption's log-probability;
+    tags: the image's confident concepts, most likely first; evidence: what grounding found), or
+    with "error"."""
     if isinstance(result, ImageError):
         return {
             "image": image,
             "caption": None,
             "score": None,
             "tags": [],
+            "evidence": [],
             "error": {"code": result.code, "message": str(result)},
         }
     return {
@@ -112,6 +114,9 @@ def caption_row(image: str, result: CaptionResult | ImageError) -> dict[str, Any
         "caption": result.best.text,
         "score": result.best.log_prob,
         "tags": [{"word": t.word, "probability": t.probability} for t in result.tags],
+        "evidence": [
+            {"label": e.label, "score": e.score, "count": e.count} for e in result.evidence
+        ],
     }
 
 
