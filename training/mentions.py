@@ -77,6 +77,12 @@ CAPTION_PERSONS = frozenset(
     {"adult", "male", "female", "jockey", "pirate", "diver", "climber", "fireman", "groom"}
     | {"teen", "newborn", "santa"}
 )
+# Words whose commonest WordNet sense is an animal but that captions use otherwise ("does a
+# trick", "a stunt", "a cricket match", "a giant", "a three wheeler", "a poster", "teal").
+CAPTION_NOT_ANIMALS = frozenset(
+    {"does", "doe", "stunt", "stunts", "hind", "cricket", "giant", "wheeler", "poster"}
+    | {"posters", "teal", "bug", "young", "human"}
+)
 WEAR_WORDS = frozenset({"in", "wearing", "wears", "wear", "wore", "dressed"})
 # Words that end the phrase a count word or a wear word governs.
 PHRASE_BREAKS = frozenset(
@@ -251,8 +257,8 @@ class Lexicon:
     def claims(self, words: Iterable[str]) -> list[dict]:
         """What evidence each word needs before a caption may say it, as grounding.json's
         `claims`: a person, a dog or a cat (its nouns, and for a person also pronouns and
-        worn clothing), two or more of one (plurals, collectives), or two or more of any
-        (count words: "two", "group")."""
+        worn clothing), another animal ("bird", "horse"), two or more of one (plurals,
+        collectives), or two or more of any (count words: "two", "group")."""
         needs: dict[tuple[str, int], set[str]] = {}
         for word in words:
             for label, count in self._needs(word):
@@ -272,12 +278,22 @@ class Lexicon:
         kind = self.kind(found[0]) if found else None
         if kind == WORN:
             needs.append((PERSON, 1))
+        elif kind == ANIMAL and self._names_an_animal(word, found):
+            needs.append((ANIMAL, 1))
         elif kind in CHECKED:
             several = bool(found and found[1]) or found[0] in self._plural_lemmas()
             needs.append((kind, 2 if several else 1))  # evidence counts 1 or 2+
         elif word in COLLECTIVES:
             needs.append((PERSON, min(COLLECTIVES[word], 2)))  # evidence counts 1 or 2+
         return needs
+
+    def _names_an_animal(self, word: str, found: tuple[str, bool] | None) -> bool:
+        """An animal noun as captions use it: not a verb's form ("flies") nor a caption word
+        for something else (`CAPTION_NOT_ANIMALS`)."""
+        if found is None or word in CAPTION_NOT_ANIMALS or found[0] in CAPTION_NOT_ANIMALS:
+            return False
+        surface_is_noun = word == found[0] or self.wordnet.counts.reads_as_noun(word)
+        return self._reads_as_noun(found[0]) and surface_is_noun
 
     def _plural_lemmas(self) -> set[str]:
         """Lemmas that name several by themselves ("people")."""

@@ -97,6 +97,7 @@ def test_claims_say_what_evidence_each_word_needs(lexicon: Lexicon) -> None:
     claims = {(c["label"], c["count"]): c["words"] for c in lexicon.claims(words)}
     assert claims == {
         ("*", 2): ["crowd", "two"],  # a count word: two or more of whatever is counted
+        ("animal", 1): ["wolf"],  # another animal: ImageNet's animal classes must agree
         ("cat", 1): ["cat"],
         ("dog", 1): ["dog"],
         ("dog", 2): ["dogs"],
