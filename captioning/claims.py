@@ -10,6 +10,8 @@ name the photo's subject (its concept) stay allowed, since the concept is eviden
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,20 @@ ANY_LABEL = "*"  # a claim that any label's evidence can meet ("two" of whatever
 FLUENCY_FLOOR = -2.4
 # The concept used then, when the photo has no confident one: the likeliest at this or above.
 FALLBACK_CONCEPT_MIN = 0.1
+# Short words a fluent caption repeats freely; any other word three times, or any word twice in a
+# row ("haired haired"), marks salad as well.
+FUNCTION_WORDS = frozenset(
+    {"a", "an", "the", "and", "of", "in", "on", "with", "is", "are", "at", "to"}
+)
+
+
+def is_word_salad(words: Sequence[str], score: float) -> bool:
+    """Whether a grounded caption is salad: below `FLUENCY_FLOOR`, a word twice in a row, or a
+    content word three times ("a small brown and white haired brown and brown haired ...")."""
+    if score < FLUENCY_FLOOR or any(a == b for a, b in itertools.pairwise(words)):
+        return True
+    counts = Counter(word for word in words if word not in FUNCTION_WORDS)
+    return any(count >= 3 for count in counts.values())
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,11 @@ class ClaimRule:
         """Indices of the claims an image's evidence does not meet."""
         counts = evidence_counts(evidence)
         return frozenset(i for i, claim in enumerate(self.claims) if not claim.met_by(counts))
+
+    def forbidden_words(self, evidence: Iterable[Evidence]) -> frozenset[str]:
+        """The words an image's evidence does not license."""
+        unmet = self.unmet(evidence)
+        return frozenset(word for i in unmet for word in self.claims[i].words)
 
     def forbidden(self, unmet: frozenset[int]) -> np.ndarray:
         """The token ids the unmet claims forbid (cached: few images differ in their claims)."""

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from captioning.bundle import ENCODER_TFLITE, ArtifactBundle, ArtifactError, load_bundle
-from captioning.claims import FALLBACK_CONCEPT_MIN, FLUENCY_FLOOR, ClaimRule
+from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights
 from captioning.images import load_image_file, to_model_batch
@@ -239,11 +239,16 @@ class CaptionPredictor:
         self, result: CaptionResult, subject: Subject | None, encoded: EncodedImages, index: int
     ) -> CaptionResult:
         """The result, its best caption named plainly ("a whistle") when grounding left the
-        decoder only word salad (see `FLUENCY_FLOOR`)."""
+        decoder only word salad (`captioning.claims.is_word_salad`)."""
         best = result.best
-        if best.score >= FLUENCY_FLOOR or self.namer is None or encoded.concepts is None:
+        if self.namer is None or encoded.concepts is None:
             return result
-        text = self.namer.plain_name(subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN)
+        if not is_word_salad(best.tokens, best.score):
+            return result
+        forbidden = self.claim_rule.forbidden_words(result.evidence) if self.claim_rule else None
+        text = self.namer.plain_name(
+            subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN, forbidden or frozenset()
+        )
         if text is None:
             return result
         plain = Caption(text, tuple(text.split(" ")), best.log_prob, best.score)

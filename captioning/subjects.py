@@ -71,16 +71,24 @@ class SubjectNamer:
         found = (self.table.subject(row, self.threshold) for row in concepts)
         return [None if index is None else self.subject(index) for index in found]
 
-    def plain_name(self, subject: Subject | None, concepts: np.ndarray, floor: float) -> str | None:
-        """'a whistle': the subject's word with its article, or the likeliest concept's at
-        `floor` or above when there is no subject; None when no concept reaches it."""
-        if subject is not None:
-            word = subject.word
-        elif float(concepts.max()) >= floor:
-            word = self.table.words[int(np.argmax(concepts))]
-        else:
-            return None
-        return " ".join(name_subject(("a", word), 1, word))
+    def plain_name(
+        self,
+        subject: Subject | None,
+        concepts: np.ndarray,
+        floor: float,
+        forbidden: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """'a whistle': the subject's word with its article or, when there is no subject, the
+        likeliest concept's at `floor` or above whose words are not `forbidden` (grounding's:
+        no "a dog" without a dog); None when no concept qualifies."""
+        word = subject.word if subject is not None else None
+        for index in np.argsort(-concepts, kind="stable") if word is None else ():
+            if concepts[index] < floor:
+                break
+            if not forbidden.intersection(self.table.words[index].split(" ")):
+                word = self.table.words[index]
+                break
+        return None if word is None else " ".join(name_subject(("a", word), 1, word))
 
     def show(
         self, words: tuple[str, ...], token_ids: tuple[int, ...], subject: Subject

@@ -1,0 +1,54 @@
+"""Grounding's rule on its own: claims met by evidence counts, the word penalty, word salad."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from captioning.claims import ANY_LABEL, FLUENCY_FLOOR, Claim, ClaimRule, is_word_salad
+from captioning.decoder_step import NEG_INF
+from captioning.text import Vocabulary
+from captioning.types import Evidence
+
+CLAIMS = (
+    Claim("person", 1, ("man", "shirt")),
+    Claim("person", 2, ("men",)),
+    Claim(ANY_LABEL, 2, ("two",)),
+)
+
+
+def rule() -> ClaimRule:
+    vocabulary = Vocabulary.build([["a", "man", "men", "shirt", "two", "dog", "runs"]], 1)
+    return ClaimRule(CLAIMS, vocabulary)
+
+
+def test_claims_are_met_by_the_evidence_counts() -> None:
+    claims = rule()
+    assert claims.unmet([]) == {0, 1, 2}
+    assert claims.unmet([Evidence("person", 0.9, 1)]) == {1, 2}
+    assert claims.unmet([Evidence("person", 0.9, 2)]) == set()
+    # "two" is met by two of anything counted; "men" only by two people.
+    assert claims.unmet([Evidence("dog", 0.8, 2)]) == {0, 1}
+    assert claims.forbidden_words([Evidence("dog", 0.8, 2)]) == {"man", "shirt", "men"}
+
+
+def test_the_penalty_forbids_unmet_words_except_the_allowed() -> None:
+    claims = rule()
+    vocabulary = Vocabulary.build([["a", "man", "men", "shirt", "two", "dog", "runs"]], 1)
+    penalty = claims.word_penalty(
+        [[], [Evidence("person", 0.9, 1)]], [[vocabulary.id_of("men")], []]
+    )
+    forbidden = [{vocabulary.words[i] for i in np.flatnonzero(row == NEG_INF)} for row in penalty]
+    assert forbidden == [{"man", "shirt", "two"}, {"men", "two"}]
+
+
+def words(caption: str) -> list[str]:
+    return caption.split(" ")
+
+
+def test_word_salad() -> None:
+    fluent = words("a dog runs through the grass with a ball in its mouth")
+    assert not is_word_salad(fluent, -1.2)
+    assert is_word_salad(fluent, FLUENCY_FLOOR - 0.1)  # the decoder itself finds it unlikely
+    assert is_word_salad(words("a small brown haired haired dog"), -1.0)
+    assert is_word_salad(words("a brown and white brown and brown dog"), -1.0)
+    assert not is_word_salad(words("a man and a woman and a dog"), -1.0)  # function words
