@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/evidence/cache"))
     parser.add_argument("--output", type=Path, default=Path("/tmp/grounding-folds"))
+    parser.add_argument("--seed", type=int, default=0, help="which photos share a fold")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -53,7 +54,7 @@ def main() -> None:
     labels = read_labels(labels_file)
     photos = {p.name: p for p in class_named_photos(args.openworld / "imagenet-sample")}
     names = [line.split("\t")[0] for line in lines]
-    fold_of = stratified_folds(np.array([labels[n].person for n in names]), FOLDS)
+    fold_of = stratified_folds(np.array([labels[n].person for n in names]), FOLDS, args.seed)
     wordnet = WordNet.load()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -82,7 +83,9 @@ def main() -> None:
     summary = write_open_world(
         rows, predictor, predictor.search, list(photos.values()), args.output
     )
-    summary["heads"] = f"{FOLDS}-fold: each photo captioned by heads fitted without it"
+    summary["heads"] = (
+        f"{FOLDS}-fold (seed {args.seed}): each photo captioned by heads fitted without it"
+    )
     (args.output / "open_world_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("out-of-fold: %s", json.dumps(summary))
 
