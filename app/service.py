@@ -182,10 +182,6 @@ class CaptionService:
         self.state = State.STOPPED
         logger.info("stopped")
 
-    @property
-    def predictor(self) -> Predictor | None:
-        return self._ready.predictor if self._ready else None
-
     def require_ready(self) -> Ready:
         """What a request needs, once per request; raises 503 while starting or draining."""
         if self.state is State.READY and self._ready is not None:

@@ -86,7 +86,7 @@ class DecoderWeights:
         return self.recurrent_kernel.shape[0]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free and exact
 
 
@@ -178,10 +178,10 @@ class DecoderStepper:
         w = self.w
         hidden = h.shape[1]
         gates = w.word_gates[tokens] + _matmul(h, w.recurrent_kernel)
-        i = _sigmoid(gates[:, :hidden])
-        f = _sigmoid(gates[:, hidden : 2 * hidden])
+        i = sigmoid(gates[:, :hidden])
+        f = sigmoid(gates[:, hidden : 2 * hidden])
         g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
-        o = _sigmoid(gates[:, 3 * hidden :])
+        o = sigmoid(gates[:, 3 * hidden :])
         c = f * c + i * g
         h = o * np.tanh(c)
         queries = h.reshape(len(self.keys), beams, hidden)

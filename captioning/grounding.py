@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from captioning.claims import Claim
+from captioning.decoder_step import sigmoid
 from captioning.plain_file import PlainJsonFile
 from captioning.types import Evidence
 
@@ -258,7 +259,7 @@ class EvidenceHeads(PlainJsonFile):
                 groups = self.normalisers[CLASS_GROUPS](self.class_groups(class_probabilities))
             parts.append(groups)
         z = np.hstack(parts) @ self.matrix + np.array([h.bias for h in self.heads], np.float32)
-        return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+        return sigmoid(z).astype(np.float32)
 
     def assess(
         self, pooled: np.ndarray, class_probabilities: np.ndarray | None = None

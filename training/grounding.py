@@ -23,6 +23,7 @@ import numpy as np
 
 from captioning.claims import Claim
 from captioning.concepts import softmax
+from captioning.decoder_step import sigmoid
 from captioning.grounding import CLASS_GROUPS, POOLED, ClassGroups, EvidenceHeads, Head, Normaliser
 from captioning.text import normalize_caption
 from training.data import Split
@@ -120,7 +121,7 @@ def fit_logistic(
 
     current = loss(theta)
     for _ in range(iterations):
-        p = _sigmoid(design @ theta)
+        p = sigmoid(design @ theta)
         gradient = design.T @ (s * (p - y)) / n + penalty * theta
         hessian = (design * (s * p * (1 - p))[:, None]).T @ design / n
         hessian[np.diag_indices_from(hessian)] += penalty + 1e-9
@@ -138,10 +139,6 @@ def fit_logistic(
         if previous - current < tolerance * max(1.0, abs(current)):
             break
     return theta[:-1], float(theta[-1])
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -333,24 +330,15 @@ def flickr8k_labels(
 
 
 def read_labels_tsv(path: Path, photos: Path | None = None) -> LabelledPhotos:
-    """`labels.tsv` lines `file<TAB>person<TAB>dog<TAB>cat[<TAB>caption]`, 0/1, as in
-    ../shared/openworld; files relative to `photos` (default: the file's folder)."""
+    """The photos of a `labels.tsv` (read by `training.open_world.read_labels`, the
+    evaluation's reader), as training targets; files relative to `photos` (default: the
+    file's folder)."""
+    from training.open_world import read_labels
+
+    labels = read_labels(Path(path))
     folder = Path(photos) if photos is not None else Path(path).parent
-    paths, rows = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        try:
-            values = [int(v) for v in fields[1:4]]
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: person, dog and cat must be 0 or 1") from exc
-        if len(values) != 3 or any(v not in (0, 1) for v in values):
-            raise ValueError(f"{path}:{number}: expected file, person, dog, cat (0 or 1)")
-        paths.append(folder / fields[0])
-        rows.append(values)
-    if not rows:
-        raise ValueError(f"{path} lists no photos")
+    paths = [folder / name for name in labels]
+    rows = [[label.shows(name) for name in CHECKED] for label in labels.values()]
     table = np.asarray(rows, np.float64)
     targets: dict[str, np.ndarray] = {}
     for column, name in enumerate(CHECKED):
@@ -507,7 +495,7 @@ def fit_heads(
         if dev is not None and name in dev.targets:
             dev_known = ~np.isnan(dev.targets[name])
             dev_x = np.hstack([dev_normalised[i][dev_known] for i in inputs])
-            scores = _sigmoid(dev_x @ weights + bias)
+            scores = sigmoid(dev_x @ weights + bias)
             positives = dev.targets[name][dev_known] > 0.5
             threshold = choose_threshold(scores, positives, spec.recall)
             dev_rates[name] = rates(scores, positives, threshold)

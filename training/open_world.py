@@ -106,20 +106,22 @@ class Label:
 
 
 def read_labels(path: Path) -> dict[str, Label]:
-    """`file<TAB>person<TAB>dog<TAB>cat<TAB>caption` lines (0 or 1 flags), by file name; an
-    optional header line starting with `file` is skipped."""
+    """`file<TAB>person<TAB>dog<TAB>cat[<TAB>caption]` lines (0 or 1 flags), by file name; an
+    optional header line starting with `file` is skipped. Without a caption a photo can still
+    train grounding's heads (`training.grounding`), but gives no reference to score against."""
     labels = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or (number == 1 and line.split("\t", 1)[0] == "file"):
             continue
         fields = line.split("\t")
-        if len(fields) != 5 or any(flag not in ("0", "1") for flag in fields[1:4]):
+        if len(fields) not in (4, 5) or any(flag not in ("0", "1") for flag in fields[1:4]):
             raise ValueError(
-                f"{path}:{number}: expected file, person, dog, cat (0 or 1) and caption, "
+                f"{path}:{number}: expected file, person, dog, cat (0 or 1) and a caption, "
                 "separated by TABs"
             )
-        name, person, dog, cat, caption = fields
-        labels[name] = Label(person == "1", dog == "1", cat == "1", caption.strip())
+        name, person, dog, cat = fields[:4]
+        caption = fields[4].strip() if len(fields) == 5 else ""
+        labels[name] = Label(person == "1", dog == "1", cat == "1", caption)
     if not labels:
         raise ValueError(f"{path} has no labels")
     return labels
@@ -189,6 +191,9 @@ def write_open_world(
 
 def _check_labels(labels: dict[str, Label], paths: Sequence[Path]) -> None:
     names = {p.name for p in paths}
+    uncaptioned = sorted(name for name in names & labels.keys() if not labels[name].caption)
+    if uncaptioned:
+        raise ValueError(f"no reference caption in the labels for {uncaptioned[:3]}: add one")
     unlabelled = sorted(names - labels.keys())
     if unlabelled:
         logger.warning(
