@@ -50,6 +50,11 @@ class DecoderWeights:
     recurrent_kernel: np.ndarray  # (H, 4H)
     combine: tuple[np.ndarray, np.ndarray]  # (2H, H), (H,)
     logits: tuple[np.ndarray, np.ndarray]  # (H, V), (V,)
+    # A concept-conditioned decoder's LSTM input from each concept, entity_vectors @ W_entity:
+    # (concepts + 1, 4H), row 0 ("no concept") zero. None for a decoder without concepts.
+    entity_gates: np.ndarray | None = None
+    # ... and each concept's share of the initial h and c, before the tanh: (concepts + 1, H).
+    entity_init: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_layers(cls, layers: Mapping[str, Sequence[np.ndarray]]) -> DecoderWeights:
@@ -61,7 +66,21 @@ class DecoderWeights:
 
         kernel, recurrent, bias = layers[names.LSTM]
         embedding = np.asarray(layers[names.EMBEDDING][0], np.float64)
+        entity_gates = entity_init = None
+        if names.ENTITY_VECTORS in layers:
+            # The LSTM's input is [word embedding ; concept vector]: split its kernel.
+            entities = np.asarray(layers[names.ENTITY_VECTORS][0], np.float64)
+            entity_gates = (entities @ kernel[embedding.shape[1] :]).astype(np.float32)
+            kernel = kernel[: embedding.shape[1]]
+            entity_init = tuple(
+                (entities @ np.asarray(layers[name][0], np.float64)).astype(np.float32)
+                for name in (names.ENTITY_INIT_H, names.ENTITY_INIT_C)
+            )
         logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
+        if names.WORD_VECTORS in layers:  # the path through GloVe: linear, so folded in
+            echoed = np.asarray(layers[names.OUTPUT_VECTOR][0], np.float64)
+            by_vector = echoed @ np.asarray(layers[names.WORD_VECTORS][0], np.float64)
+            logit_kernel = (logit_kernel + by_vector).astype(np.float32)
         logit_bias = logit_bias.copy()
         logit_bias[list(BANNED_IDS)] = NEG_INF
         return cls(
@@ -72,18 +91,27 @@ class DecoderWeights:
             recurrent_kernel=np.ascontiguousarray(recurrent, np.float32),
             combine=dense(names.COMBINE),
             logits=(logit_kernel, logit_bias),
+            entity_gates=entity_gates,
+            entity_init=entity_init,  # type: ignore[arg-type]
         )
 
     @classmethod
     def from_model(cls, model: Any) -> DecoderWeights:
         """From a Keras decoder built by `training.modeling.decoder.build_decoder`."""
+        found = {layer.name for layer in model.layers}
+        wanted = [*names.WEIGHTED_LAYERS, *names.ENTITY_LAYERS]
         return cls.from_layers(
-            {name: model.get_layer(name).get_weights() for name in names.WEIGHTED_LAYERS}
+            {name: model.get_layer(name).get_weights() for name in wanted if name in found}
         )
 
     @property
     def hidden_dim(self) -> int:
         return self.recurrent_kernel.shape[0]
+
+    @property
+    def entities(self) -> int:
+        """How many concepts the decoder is conditioned on (0: none)."""
+        return 0 if self.entity_gates is None else len(self.entity_gates) - 1
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -144,9 +172,18 @@ class DecoderStepper:
         grid: np.ndarray,
         pooled: np.ndarray,
         runtime: StepRuntime | None = None,
+        entities: np.ndarray | None = None,
     ) -> None:
+        """`entities`: each image's concept (its index + 1, 0 for none), for a decoder
+        conditioned on concepts; None gives every image none."""
         self.w = weights
         self.runtime = runtime
+        # Each image's constant part of the LSTM input gates (its concept), or None.
+        self.entity_rows: np.ndarray | None = None
+        ids = None
+        if weights.entity_gates is not None:
+            ids = np.zeros(len(pooled), np.int64) if entities is None else np.asarray(entities)
+            self.entity_rows = weights.entity_gates[ids]
         self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
         self.finished_row = finished_row(len(weights.logits[1])).astype(np.float64)
         if runtime is not None:
@@ -154,16 +191,32 @@ class DecoderStepper:
             # LiteRT it costs a fraction of float32 NumPy, which also fights the encoder
             # for the cores under load.
             self.keys, self.h0, self.c0 = runtime.init(grid, pooled)
-            return
-        kernel, bias = weights.region_keys
-        self.keys = (grid.astype(np.float32) @ kernel + bias).astype(np.float32)  # (B, R, H)
-        pooled = pooled.astype(np.float32)
-        self.h0 = np.tanh(pooled @ weights.init_h[0] + weights.init_h[1])
-        self.c0 = np.tanh(pooled @ weights.init_c[0] + weights.init_c[1])
+        else:
+            kernel, bias = weights.region_keys
+            self.keys = (grid.astype(np.float32) @ kernel + bias).astype(np.float32)  # (B, R, H)
+        if runtime is None or ids is not None:
+            # The concept adds to the initial state before its tanh: two small products,
+            # in NumPy whatever the runtime.
+            pooled = pooled.astype(np.float32)
+            h0 = pooled @ weights.init_h[0] + weights.init_h[1]
+            c0 = pooled @ weights.init_c[0] + weights.init_c[1]
+            if ids is not None and weights.entity_init is not None:
+                h0 += weights.entity_init[0][ids]
+                c0 += weights.entity_init[1][ids]
+            self.h0, self.c0 = np.tanh(h0), np.tanh(c0)
 
     def keep_images(self, images: np.ndarray) -> None:
         """Go on with only these images (indices into the current batch)."""
         self.keys = self.keys[images]
+        if self.entity_rows is not None:
+            self.entity_rows = self.entity_rows[images]
+
+    def input_gates(self, tokens: np.ndarray, beams: int) -> np.ndarray:
+        """The LSTM input gates of every row, grouped per image: (B, K, 4H)."""
+        gates = self.w.word_gates[tokens].reshape(len(self.keys), beams, -1)
+        if self.entity_rows is not None:
+            gates = gates + self.entity_rows[:, None, :]
+        return gates
 
     def step(
         self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, beams: int
@@ -177,7 +230,8 @@ class DecoderStepper:
             return self._runtime_step(tokens, h, c, beams)
         w = self.w
         hidden = h.shape[1]
-        gates = w.word_gates[tokens] + _matmul(h, w.recurrent_kernel)
+        gates = self.input_gates(tokens, beams).reshape(len(h), -1)
+        gates += _matmul(h, w.recurrent_kernel)
         i = sigmoid(gates[:, :hidden])
         f = sigmoid(gates[:, hidden : 2 * hidden])
         g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
@@ -216,7 +270,7 @@ class DecoderStepper:
         if self.runtime is not None:
             hidden = h.shape[1]
             scores, index, h, c, attention = self.runtime.beam_step(
-                self.w.word_gates[tokens].reshape(images, beams, -1),
+                self.input_gates(tokens, beams),
                 h.reshape(images, beams, hidden),
                 c.reshape(images, beams, hidden),
                 self.keys,
@@ -244,7 +298,7 @@ class DecoderStepper:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         images, rows, hidden = len(self.keys), len(tokens), h.shape[1]
         log_probs, h, c, attention = self.runtime(
-            self.w.word_gates[tokens].reshape(images, beams, -1),
+            self.input_gates(tokens, beams),
             h.reshape(images, beams, hidden),
             c.reshape(images, beams, hidden),
             self.keys,

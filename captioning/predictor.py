@@ -87,6 +87,13 @@ class CaptionPredictor:
                 concepts_info = self.manifest.get("concepts", {})
                 concept_threshold = concepts_info.get("threshold", DEFAULT_CONCEPT_THRESHOLD)
             self.namer = SubjectNamer(bundle.concepts, self.vocabulary, float(concept_threshold))
+        if self.weights.entities:
+            concepts = 0 if self.namer is None else len(self.namer.table.words)
+            if concepts != self.weights.entities:
+                raise ArtifactError(
+                    f"decoder.keras is conditioned on {self.weights.entities} concepts, but "
+                    f"concepts.json has {concepts}: they come from different trainings"
+                )
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -255,10 +262,24 @@ class CaptionPredictor:
         plain = Caption(text, tuple(text.split(" ")), best.log_prob, best.score)
         return dataclasses.replace(result, captions=(plain, *result.captions[1:]))
 
+    def entities(self, encoded: EncodedImages) -> np.ndarray | None:
+        """For a decoder conditioned on concepts, each image's input concept: its most specific
+        confident concept's index + 1, or 0 for none (None: the decoder takes no concepts)."""
+        if not self.weights.entities or self.namer is None or encoded.concepts is None:
+            return None
+        table, threshold = self.namer.table, self.namer.threshold
+        found = (table.subject(row, threshold) for row in encoded.concepts)
+        return np.array([0 if index is None else index + 1 for index in found], np.int64)
+
     def _search(
         self, encoded: EncodedImages, settings: SearchSettings, penalty: np.ndarray | None
     ) -> list[list[Hypothesis]]:
-        common = {"settings": settings, "runtime": self.decoder_step, "word_penalty": penalty}
+        common = {
+            "settings": settings,
+            "runtime": self.decoder_step,
+            "word_penalty": penalty,
+            "entities": self.entities(encoded),
+        }
         if settings.beam_size == 1:
             found = greedy_decode(self.weights, encoded.grid, encoded.pooled, **common)
             return [[hypothesis] for hypothesis in found]
@@ -279,6 +300,7 @@ class CaptionPredictor:
             settings=settings,
             runtime=self.decoder_step,
             word_penalty=penalty,
+            entities=self.entities(encoded),
         )
 
     def caption_images(

@@ -3,7 +3,8 @@
 Every caller - evaluation, the command line, bulk jobs and the service - goes through these
 functions via `CaptionPredictor`, with one `SearchSettings`. A search may also take a word
 penalty per image, (images, V) added to every step's log-probs: NEG_INF there means the word
-may not be written for that image (grounding's words without evidence).
+may not be written for that image (grounding's words without evidence). A decoder conditioned
+on concepts takes each image's concept as `entities` (its index + 1; 0 or None: none).
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def greedy_decode(
     settings: SearchSettings,
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of images."""
-    stepper = DecoderStepper(weights, grid, pooled, runtime)
+    stepper = DecoderStepper(weights, grid, pooled, runtime, entities)
     batch, max_length, ngram = len(pooled), settings.max_length, settings.no_repeat_ngram
     rows = np.arange(batch)
     tokens = np.full(batch, START_ID, dtype=np.int64)
@@ -129,6 +131,7 @@ def beam_search(
     settings: SearchSettings,
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
 ) -> list[list[Hypothesis]]:
     """n-best captions per image, ranked by log_prob / length ** length_penalty.
 
@@ -139,7 +142,7 @@ def beam_search(
     longest; the search stops when no image is left.
     """
     beam_size, max_length, ngram = settings.beam_size, settings.max_length, settings.no_repeat_ngram
-    stepper = DecoderStepper(weights, grid, pooled, runtime)
+    stepper = DecoderStepper(weights, grid, pooled, runtime, entities)
     batch, vocab = len(pooled), weights.logits[1].shape[0]
     beams = _Beams.start(stepper, batch, beam_size, settings.return_attention)
     first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
@@ -306,6 +309,7 @@ def constrained_beam_search(
     settings: SearchSettings,
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search whose captions must contain one of the words `required[i]` for image i
     (a word and its plural, say).
@@ -321,7 +325,7 @@ def constrained_beam_search(
     batch, vocab, width = len(pooled), weights.logits[1].shape[0], 2 * beam_size
     if len(required) != batch or not all(required):
         raise ValueError("every image needs at least one required word")
-    stepper = DecoderStepper(weights, grid, pooled, runtime)
+    stepper = DecoderStepper(weights, grid, pooled, runtime, entities)
     beams = _Beams.start(stepper, batch, width, settings.return_attention)
     first_row = np.repeat(np.arange(batch) * width, width)
     # The required words as an (images, S) array, padded with the first word but masked out.

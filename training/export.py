@@ -181,8 +181,9 @@ def _check_decoder_step(weights: DecoderWeights, flatbuffer: bytes) -> None:
     grid = rng.normal(0, 1, (images, regions, weights.init_h[0].shape[0])).astype(np.float32)
     pooled = grid.mean(axis=1)
     tokens = rng.integers(0, len(weights.word_gates), images * beams)
-    exact = DecoderStepper(weights, grid, pooled)
-    fast = DecoderStepper(weights, grid, pooled, LiteRTDecoderStep(flatbuffer))
+    entities = rng.integers(0, weights.entities + 1, images) if weights.entities else None
+    exact = DecoderStepper(weights, grid, pooled, entities=entities)
+    fast = DecoderStepper(weights, grid, pooled, LiteRTDecoderStep(flatbuffer), entities)
     h = np.repeat(exact.h0, beams, axis=0)
     c = np.repeat(exact.c0, beams, axis=0)
     expected, ours = exact.step(tokens, h, c, beams), fast.step(tokens, h, c, beams)

@@ -10,6 +10,13 @@ the LSTM over whole captions at once (teacher forcing):
     out_t    = tanh(W_o [h_t ; sum(alpha_t keys)])
     logits_t = W_v dropout(out_t)
 
+A decoder conditioned on concepts (`entities` > 0) also takes one concept per caption, an index
+into a fixed table of GloVe vectors of the concept words (row 0: none). The vector goes into
+the initial state and beside every word's embedding into the LSTM: the concept says what the
+caption is about, as ViECap's entity prompt does. The table is frozen, so a concept that no
+caption taught reads as its GloVe neighbours do. Text-only captions (no photo) train it with
+zeros for the image.
+
 A training batch holds several images with several captions each, so the region projection is
 computed once per image rather than once per caption. Decoding (greedy and beam search) lives in
 `captioning.decoder_step` and runs the same equations on these layers' weights.
@@ -20,17 +27,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 # Layer names: `captioning.decoder_step` reads the weights by these names.
 from captioning.decoder_layers import (
     COMBINE,
     EMBEDDING,
+    ENTITY_INIT_C,
+    ENTITY_INIT_H,
+    ENTITY_VECTORS,
     INIT_C,
     INIT_H,
     LSTM,
+    OUTPUT_VECTOR,
     REGION_KEYS,
     VOCAB_LOGITS,
+    WORD_VECTORS,
 )
 
 # The registered names ("captioning>RegionAttention", ...) are stored in every saved decoder.keras.
@@ -46,6 +59,8 @@ class DecoderConfig:
     hidden_dim: int = 512
     dropout: float = 0.2
     region_dropout: float = 0.1
+    entities: int = 0  # concepts the decoder is conditioned on (0: not conditioned)
+    entity_dim: int = 0  # the size of a concept's vector
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,15 +95,34 @@ class FlattenCaptions(layers.Layer):
         return ops.reshape(captions, (-1, ops.shape(captions)[-1]))
 
 
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class FlattenEntities(layers.Layer):
+    """(images, captions_per_image) -> (images * captions_per_image,), as FlattenCaptions."""
+
+    def call(self, entities):
+        return ops.reshape(entities, (-1,))
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class RepeatOverWords(layers.Layer):
+    """(rows, D) -> (rows, T, D): one caption's concept vector beside each of its T words."""
+
+    def call(self, vectors, tokens):  # tokens: (rows, T)
+        return ops.repeat(ops.expand_dims(vectors, 1), ops.shape(tokens)[1], axis=1)
+
+
 def build_decoder(config: DecoderConfig) -> keras.Model:
-    """Training/scoring model: (grid, pooled, captions[B, N, T]) -> logits[B*N, T, vocab]."""
+    """Training/scoring model: (grid, pooled, captions[B, N, T]) -> logits[B*N, T, vocab];
+    a decoder conditioned on concepts also takes entities[B, N], each caption's concept."""
     grid = keras.Input((config.regions, config.feature_dim), name="grid")
     pooled = keras.Input((config.feature_dim,), name="pooled")
     captions = keras.Input((None, None), dtype="int32", name="captions")
 
     pooled_in = layers.Dropout(config.dropout, name="pooled_dropout")(pooled)
-    init_h = layers.Dense(config.hidden_dim, activation="tanh", name=INIT_H)(pooled_in)
-    init_c = layers.Dense(config.hidden_dim, activation="tanh", name=INIT_C)(pooled_in)
+    # With concepts the tanh comes after each caption's concept is added (below).
+    activation = None if config.entities else "tanh"
+    init_h = layers.Dense(config.hidden_dim, activation=activation, name=INIT_H)(pooled_in)
+    init_c = layers.Dense(config.hidden_dim, activation=activation, name=INIT_C)(pooled_in)
     # Dropping whole regions keeps the decoder from leaning on one spot of the grid.
     grid_in = layers.Dropout(config.region_dropout, noise_shape=(None, config.regions, 1))(grid)
     keys = layers.Dense(config.hidden_dim, name=REGION_KEYS)(grid_in)
@@ -97,8 +131,28 @@ def build_decoder(config: DecoderConfig) -> keras.Model:
     tokens = FlattenCaptions(name="flatten_captions")(captions)
     embedded = layers.Embedding(config.vocab_size, config.embedding_dim, name=EMBEDDING)(tokens)
     embedded = layers.Dropout(config.dropout, name="embedding_dropout")(embedded)
+    inputs = [grid, pooled, captions]
+    state = [repeat(init_h, captions), repeat(init_c, captions)]
+    if config.entities:
+        entities = keras.Input((None,), dtype="int32", name="entities")
+        inputs.append(entities)
+        # Filled with the concepts' GloVe vectors by the trainer (`set_entity_vectors`).
+        vectors = layers.Embedding(
+            config.entities + 1, config.entity_dim, trainable=False, name=ENTITY_VECTORS
+        )(FlattenEntities(name="flatten_entities")(entities))
+        embedded = layers.Concatenate(name="word_and_entity")(
+            [embedded, RepeatOverWords(name="entity_per_word")(vectors, tokens)]
+        )
+        state = [
+            layers.Activation("tanh", name=f"{name}_tanh")(
+                layers.Add(name=f"{name}_with_entity")(
+                    [part, layers.Dense(config.hidden_dim, use_bias=False, name=name)(vectors)]
+                )
+            )
+            for part, name in zip(state, (ENTITY_INIT_H, ENTITY_INIT_C), strict=True)
+        ]
     hidden = layers.LSTM(config.hidden_dim, return_sequences=True, name=LSTM)(
-        embedded, initial_state=[repeat(init_h, captions), repeat(init_c, captions)]
+        embedded, initial_state=state
     )
     context, _ = RegionAttention(name="region_attention")(hidden, repeat(keys, captions))
     combined = layers.Dense(config.hidden_dim, activation="tanh", name=COMBINE)(
@@ -106,7 +160,34 @@ def build_decoder(config: DecoderConfig) -> keras.Model:
     )
     combined = layers.Dropout(config.dropout, name="output_dropout")(combined)
     logits = layers.Dense(config.vocab_size, name=VOCAB_LOGITS)(combined)
-    return keras.Model([grid, pooled, captions], logits, name="caption_decoder")
+    if config.entities:
+        # A second path to the words through the same fixed GloVe space as the concepts: to
+        # write its concept the decoder only has to echo the concept's vector, one mapping
+        # learned for every word at once. Linear in `combined`, so decoding folds it into
+        # the vocabulary layer (`captioning.decoder_step`).
+        echoed = layers.Dense(config.entity_dim, use_bias=False, name=OUTPUT_VECTOR)(combined)
+        by_vector = layers.Dense(
+            config.vocab_size, use_bias=False, trainable=False, name=WORD_VECTORS
+        )(echoed)
+        logits = layers.Add(name="logits_and_vectors")([logits, by_vector])
+    return keras.Model(inputs, logits, name="caption_decoder")
+
+
+def set_entity_vectors(
+    model: keras.Model, concept_vectors: np.ndarray, word_vectors: np.ndarray
+) -> None:
+    """Fill a concept-conditioned decoder's fixed tables: the concepts' vectors, (concepts + 1,
+    entity_dim) with row 0 zero, and the vocabulary's, (vocabulary, entity_dim)."""
+    layer = model.get_layer(ENTITY_VECTORS)
+    shape = tuple(layer.get_weights()[0].shape)
+    if concept_vectors.shape != shape or np.any(concept_vectors[0]):
+        raise ValueError(f"concept vectors must be {shape} with row 0 zero")
+    layer.set_weights([np.asarray(concept_vectors, np.float32)])
+    layer = model.get_layer(WORD_VECTORS)
+    shape = tuple(layer.get_weights()[0].shape)
+    if word_vectors.T.shape != shape:
+        raise ValueError(f"word vectors must be {shape[::-1]}")
+    layer.set_weights([np.ascontiguousarray(word_vectors.T, np.float32)])
 
 
 def masked_caption_loss(label_smoothing: float = 0.0):
