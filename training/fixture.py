@@ -9,6 +9,8 @@ it, and `benchmarks/` imports nothing from `tests/`.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ TINY_RECIPE: dict[str, Any] = {
     "patience": 1000,
     "eval_beam_size": 3,
     "weight_average": 0.0,
+    "photo_dropout": 0.0,
     "self_critical_minutes": 0.0,  # tests/training/test_self_critical.py covers that phase
     # Shapes are no ImageNet classes; tests/captioning/test_predictor_concepts.py adds concepts.
     "concepts": False,
@@ -96,6 +99,37 @@ def write_flickr8k(root: Path, withheld_test: int = 2) -> list[tuple[str, str]]:
     (text_dir / "Flickr_8k.devImages.txt").write_text("\n".join(names) + "\n")
     (text_dir / "Flickr_8k.testImages.txt").write_text("\n".join(test_names) + "\n")
     return [(name, caption) for name, _, caption in examples]
+
+
+# Text-only captions about a thing no tiny photo shows; the test WordNet
+# (tests/support/wordnet.py) knows the zebra, an ImageNet class.
+TINY_TEXT_CAPTIONS = (
+    "A zebra on white.",
+    "A zebra on black.",
+    "A striped zebra on white.",
+    "A zebra standing on black.",
+    "A small zebra on white.",
+)
+
+
+def write_text_corpora(root: Path, captions: tuple[str, ...] = TINY_TEXT_CAPTIONS) -> Path:
+    """`captions` in every corpus format of `training.corpora` (the layout of
+    ../shared/caption-text), each corpus holding them all; returns `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    annotations = [
+        {"image_id": index // 5, "id": index, "caption": caption}
+        for index, caption in enumerate(captions)
+    ]
+    with gzip.open(root / "coco_captions_val2017.json.gz", "wt", encoding="utf-8") as file:
+        json.dump({"images": [], "annotations": annotations}, file)
+    with gzip.open(root / "conceptual_captions_validation.tsv.gz", "wt", encoding="utf-8") as file:
+        file.writelines(
+            f"{caption}\thttp://example.invalid/{i}\n" for i, caption in enumerate(captions)
+        )
+    for number in range(1, 6):  # line i of each file: the same photo
+        with gzip.open(root / f"flickr30k_train.{number}.en.gz", "wt", encoding="utf-8") as file:
+            file.writelines(f"{caption}\n" for caption in captions)
+    return root
 
 
 def tiny_config(data_dir: Path, artifacts_dir: Path, work_dir: Path, **changes: Any) -> TrainConfig:
