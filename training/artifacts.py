@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import captioning
 from captioning.bundle import ArtifactBundle
-from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable
 from captioning.decoder_step import DecoderWeights
 from captioning.predictor import CaptionPredictor
 from captioning.text import Vocabulary
@@ -30,7 +30,8 @@ from training.modeling.keras_runtime import KerasEncoder
 logger = logging.getLogger(__name__)
 
 # The configuration's fields that are paths on the training machine, left out of the manifest.
-LOCAL_FIELDS = ("data_dir", "artifacts_dir", "work_dir", "wordnet_dir", "extra")
+# Paths on the training machine; the manifest records what they held instead.
+LOCAL_FIELDS = ("data_dir", "artifacts_dir", "work_dir", "wordnet_dir", "text_corpora", "extra")
 
 
 def export_encoder(config: TrainConfig, encoder: keras.Model) -> bytes | None:
@@ -54,6 +55,7 @@ def export_artifacts(
     manifest: dict,
     dev: Split,
     dev_features: Features,
+    concepts: ConceptTable | None = None,
 ) -> dict:
     """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
     serving_decoder = build_decoder(decoder_config)
@@ -66,13 +68,15 @@ def export_artifacts(
             logger.exception("LiteRT decoder-step export failed; the service will use NumPy")
     bundle = ArtifactBundle(encoder, serving_decoder, vocabulary, manifest, encoder_tflite, step)
     if len(encoder.outputs) > 2:  # the ImageNet head: tags and captions that name them
-        bundle.concepts = build_for_vocabulary(vocabulary, config.wordnet_dir)
+        bundle.concepts = concepts or build_for_vocabulary(vocabulary, config.wordnet_dir)
         manifest["encoder"]["classes"] = bundle.concepts.num_classes
         manifest["concepts"] = concepts_manifest(bundle.concepts, DEFAULT_CONCEPT_THRESHOLD)
-    # Dev is scored on the cached features, by the decoder alone (no concepts); `python -m
-    # training evaluate` scores the whole service path.
+    # Dev is scored on the cached features, with their concepts but without grounding (added
+    # later by add-grounding); `python -m training evaluate` scores the whole service path.
     predictor = CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
-    encoded = EncodedImages(np.asarray(dev_features.grid, np.float32), dev_features.pooled)
+    encoded = EncodedImages(
+        np.asarray(dev_features.grid, np.float32), dev_features.pooled, dev_features.concepts
+    )
     settings = predictor.search.with_options(beam_size=config.eval_beam_size)
     results = predictor.generate(encoded, settings)
     metrics = score_captions(dev.raw_captions, [r.best.text for r in results], full=True)
@@ -107,13 +111,23 @@ def base_manifest(
         },
         "decoder": {
             **decoder_config.to_dict(),
-            "architecture": "LSTM, state from pooled features, attention over the grid",
+            "architecture": "LSTM, state from pooled features, attention over the grid"
+            + (
+                "; conditioned on the photo's concept (GloVe vector into the state and every "
+                "step; a second output path through the words' GloVe vectors)"
+                if decoder_config.entities
+                else ""
+            ),
             "max_length": max_words,
             "length_penalty": config.length_penalty,
             "no_repeat_ngram": config.no_repeat_ngram,
             "default_beam_size": config.eval_beam_size,
         },
-        "vocabulary": {"size": len(vocabulary), "min_count": config.min_word_count},
+        "vocabulary": {
+            "size": len(vocabulary),
+            "min_count": config.min_word_count,
+            **({"corpus_min_count": config.corpus_min_count} if config.text_corpora else {}),
+        },
         "dataset": {
             "name": "Flickr8k",
             "layout": dataset.layout,

@@ -105,8 +105,9 @@ class DevSelection(keras.callbacks.Callback):
         self.config, self.make_predictor, self.state = config, make_predictor, state
         self.started, self.average = started, average
         self.dev = dev
+        # With the concepts, dev is captioned as the service captions it.
         self.dev_encoded = EncodedImages(
-            np.asarray(dev_features.grid, np.float32), dev_features.pooled
+            np.asarray(dev_features.grid, np.float32), dev_features.pooled, dev_features.concepts
         )
         self.checkpoint_dir = config.work_dir / "checkpoints"
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

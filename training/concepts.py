@@ -240,6 +240,36 @@ def _stand_in(
     return candidates[int(np.argmax(cosine))]
 
 
+CONCEPT_VECTOR_DIM = 50  # GloVe 6B 50-d
+# Every concept vector's length: about a raw GloVe vector's. At unit length the decoder's
+# inputs from the concept started ten times smaller than a word's, and two epochs had not
+# taught it to listen (its text-only captions were the same for every concept).
+CONCEPT_VECTOR_NORM = 5.0
+
+
+def concept_vectors(table: ConceptTable, words: CommonWords) -> np.ndarray:
+    """The decoder's fixed concept table: each concept word's GloVe vector at length
+    CONCEPT_VECTOR_NORM (the mean over a multi-word name's words; zero without one), after a
+    zero row for "none"."""
+    vectors = np.zeros((len(table.words) + 1, CONCEPT_VECTOR_DIM), np.float32)
+    for index, word in enumerate(table.words):
+        vector = words.vector(word)
+        if vector is not None:
+            vectors[index + 1] = CONCEPT_VECTOR_NORM * vector / max(np.linalg.norm(vector), 1e-6)
+    return vectors
+
+
+def word_vectors(vocabulary: Vocabulary, words: CommonWords) -> np.ndarray:
+    """The vocabulary's GloVe vectors as `concept_vectors` scales them: (V, 50), zero for the
+    special tokens and for words GloVe lacks."""
+    vectors = np.zeros((len(vocabulary), CONCEPT_VECTOR_DIM), np.float32)
+    for index, word in enumerate(vocabulary.words):
+        vector = None if word in SPECIAL_TOKENS else words.vector(word)
+        if vector is not None:
+            vectors[index] = CONCEPT_VECTOR_NORM * vector / max(np.linalg.norm(vector), 1e-6)
+    return vectors
+
+
 def concepts_manifest(table: ConceptTable, threshold: float) -> dict:
     """The manifest's record of the concept table and how it was built."""
     return {

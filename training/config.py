@@ -67,7 +67,7 @@ class TrainConfig:
         False, "show cross-entropy training each photo mirrored half the time"
     )
     # Self-critical training gains most from a model that has not yet settled.
-    epochs: int = option(7, "cross-entropy epochs at most")
+    epochs: int = option(8, "cross-entropy epochs at most")
     patience: int = option(4, "stop after this many epochs without a better dev CIDEr")
     time_budget_minutes: float | None = option(
         None, "stop cross-entropy early so that the whole run fits (export included)"
@@ -112,6 +112,33 @@ class TrainConfig:
     wordnet_dir: Path = field(
         default=DEFAULT_WORDNET_DIR,
         metadata={"help": "WordNet 3.0's dict folder (Debian's wordnet-base)"},
+    )
+    concept_input: bool = option(
+        True,
+        "condition the decoder on each photo's concept (with --concepts): trained on the "
+        "encoder's own concepts, and on the concepts text-only captions name",
+        flag="--concept-input",
+    )
+    text_corpora: Path | None = field(
+        default=None,
+        metadata={
+            "help": "folder of text-only caption corpora (the layout of ../shared/caption-text), "
+            "taught with the photo absent; none: Flickr8k's captions only"
+        },
+    )
+    corpora: str = option(
+        "coco,conceptual,flickr30k", "which corpora of --text-corpora, comma separated"
+    )
+    corpus_min_count: int = option(
+        25, "words of the corpora join the vocabulary from this many uses"
+    )
+    photo_dropout: float = option(
+        0.3,
+        "share of training photos shown without their features (their concept only), drawn "
+        "anew every epoch, as the text-only captions are",
+    )
+    text_groups_per_epoch: int = option(
+        6000, "text-only groups of 5 captions drawn anew for each cross-entropy epoch"
     )
     max_train_images: int | None = option(None, "train on the first N images (quick experiments)")
     strategy: str = option(

@@ -36,6 +36,9 @@ class Features:
     pooled: np.ndarray  # (images, channels) float32
     image_ids: list[str]
     failed: list[str]  # images that could not be read; their rows are zeros
+    # (images, concepts) probabilities from the encoder's ImageNet head, when the run has
+    # concepts (training.train.add_concepts); not cached.
+    concepts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -12,7 +12,12 @@ import tensorflow as tf
 from captioning.text import PAD_ID
 from training.batches import CaptionBatches
 from training.config import TrainConfig
-from training.modeling.decoder import DecoderConfig, build_decoder, masked_caption_loss
+from training.modeling.decoder import (
+    DecoderConfig,
+    build_decoder,
+    masked_caption_loss,
+    set_entity_vectors,
+)
 from training.state import CHECKPOINT_FILE, TrainState
 
 logger = logging.getLogger(__name__)
@@ -44,8 +49,11 @@ def build_or_resume_decoder(
     decoder_config: DecoderConfig,
     strategy: tf.distribute.Strategy,
     checkpoint_dir: Path,
+    entity_vectors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.Model, TrainState]:
-    """A compiled decoder and its loop state: from the checkpoint with `resume`, else fresh."""
+    """A compiled decoder and its loop state: from the checkpoint with `resume`, else fresh
+    (a decoder conditioned on concepts gets its fixed tables, `entity_vectors`: the
+    concepts' vectors and the words')."""
     with strategy.scope():
         if config.resume and TrainState.exists(checkpoint_dir):
             state = TrainState.load(checkpoint_dir)
@@ -63,6 +71,8 @@ def build_or_resume_decoder(
             )
             return decoder, state
         decoder = build_decoder(decoder_config)
+        if entity_vectors is not None:
+            set_entity_vectors(decoder, *entity_vectors)
         compile_decoder(decoder, config)
         return decoder, TrainState()
 

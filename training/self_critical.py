@@ -96,10 +96,13 @@ class SelfCriticalTrainer:
         # No input signature: one graph per padded caption length (a multiple of LENGTH_BUCKET),
         # whose static shape makes a batch about a third faster (docs/experiments.md).
         @tf.function(reduce_retracing=False)
-        def step(grid, pooled, inputs, targets, advantages):
+        def step(grid, pooled, inputs, targets, advantages, entities=None):
             with tf.GradientTape() as tape:
                 # No dropout: the gradient must be that of the decoder that made the candidates.
-                logits = model([grid, pooled, inputs], training=False)
+                model_inputs = [grid, pooled, inputs]
+                if entities is not None:
+                    model_inputs.append(entities)
+                logits = model(model_inputs, training=False)
                 log_probs = tf.nn.log_softmax(logits)
                 chosen = tf.gather(log_probs, targets, batch_dims=2)  # (rows, steps)
                 mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
@@ -111,10 +114,13 @@ class SelfCriticalTrainer:
 
         return step
 
-    def candidates(self, grid: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    def candidates(
+        self, grid: np.ndarray, pooled: np.ndarray, entities: np.ndarray | None = None
+    ) -> np.ndarray:
         """The n-best captions of each image under the current weights: (images * n, steps)
         ids, each ending with <end> and padding. An image with fewer than n finished beams
-        (tiny vocabularies) repeats its list."""
+        (tiny vocabularies) repeats its list. `entities`: each image's concept, for a decoder
+        conditioned on concepts."""
         n, config = self.config.candidates_per_image, self.config
         results = beam_search(
             DecoderWeights.from_model(self.model),
@@ -127,6 +133,7 @@ class SelfCriticalTrainer:
                 length_penalty=config.length_penalty,
                 no_repeat_ngram=config.no_repeat_ngram,
             ),
+            entities=entities,
         )
         rows = [
             [*per_image[k % len(per_image)].token_ids, END_ID]
@@ -157,18 +164,26 @@ class SelfCriticalTrainer:
         others = (per_image.sum(axis=1, keepdims=True) - per_image) / (n - 1)
         return (per_image - others).reshape(-1)
 
-    def train_batch(self, images: np.ndarray, grid: np.ndarray, pooled: np.ndarray) -> dict:
+    def train_batch(
+        self,
+        images: np.ndarray,
+        grid: np.ndarray,
+        pooled: np.ndarray,
+        entities: np.ndarray | None = None,
+    ) -> dict:
         """One gradient step on the candidates of `images` (indices into the references)."""
         n = self.config.candidates_per_image
-        targets = self.candidates(grid, pooled)
+        targets = self.candidates(grid, pooled, entities)
         rewards = self.rewards(images, targets)
         inputs = np.concatenate([np.full((len(targets), 1), START_ID, np.int32), targets], 1)
+        extra = () if entities is None else (np.repeat(entities[:, None], n, axis=1),)
         loss = self._step(
             grid,
             pooled,
             inputs[:, :-1].reshape(len(images), n, -1),
             targets,
             self.advantages(rewards),
+            *extra,
         )
         return {"reward": float(rewards.mean()), "loss": float(loss)}
 
@@ -177,9 +192,11 @@ class SelfCriticalTrainer:
         features: Features,
         deadline: float | None = None,
         after_batch: Callable[[], None] | None = None,
+        entities: np.ndarray | None = None,
     ) -> dict:
         """One pass over the images in random order, or until `deadline` (a time.time());
-        `after_batch` runs after every gradient step (the weight average's update)."""
+        `after_batch` runs after every gradient step (the weight average's update);
+        `entities`: each image's concept, for a decoder conditioned on concepts."""
         order = self.rng.permutation(len(features))
         size = self.config.batch_images
         total = -(-len(order) // size)
@@ -190,7 +207,9 @@ class SelfCriticalTrainer:
                 break
             images = np.sort(order[start : start + size])
             grid = np.asarray(features.grid[images], np.float32)
-            rewards.append(self.train_batch(images, grid, features.pooled[images])["reward"])
+            concepts = None if entities is None else entities[images]
+            pooled = features.pooled[images]
+            rewards.append(self.train_batch(images, grid, pooled, concepts)["reward"])
             if after_batch is not None:
                 after_batch()
             if len(rewards) % LOG_EVERY_BATCHES == 0:
@@ -220,9 +239,10 @@ def run_self_critical(
     split: Split,
     features: Features,
     selection: DevSelection,
+    entities: np.ndarray | None = None,
 ) -> None:
     """Fine-tune the best cross-entropy weights (unless configured off); `decoder` ends up
-    holding the last weights trained."""
+    holding the last weights trained. `entities`: each training photo's concept."""
     if config.self_critical_minutes <= 0 or config.self_critical_epochs <= 0:
         return
     best = selection.checkpoint_dir / BEST_WEIGHTS_FILE
@@ -233,7 +253,9 @@ def run_self_critical(
     tuned = build_decoder(decoder_config)
     tuned.set_weights(decoder.get_weights())
     selection.set_model(tuned)
-    fine_tune_self_critical(config, tuned, vocabulary, max_words, split, features, selection)
+    fine_tune_self_critical(
+        config, tuned, vocabulary, max_words, split, features, selection, entities
+    )
     decoder.set_weights(tuned.get_weights())
 
 
@@ -269,6 +291,7 @@ def fine_tune_self_critical(
     split: Split,
     features: Features,
     selection: DevSelection,
+    entities: np.ndarray | None = None,
 ) -> None:
     """Self-critical epochs, each scored on dev (and kept if best), until
     `self_critical_epochs` are done or its minutes (or the budget) run out.
@@ -303,7 +326,7 @@ def fine_tune_self_critical(
     after_batch = (lambda: average.on_train_batch_end(0)) if average is not None else None
     while state.self_critical_epochs < config.self_critical_epochs and time.time() < deadline:
         started = time.time()
-        result = trainer.train_epoch(features, deadline, after_batch)
+        result = trainer.train_epoch(features, deadline, after_batch, entities)
         if not result["batches"]:
             break
         state.self_critical_epochs += 1

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
 from captioning.bundle import ArtifactBundle, atomic_write
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, softmax
 from captioning.predictor import CaptionPredictor
 from captioning.runtime import EncoderRuntime
 from captioning.text import Vocabulary
@@ -28,12 +29,29 @@ from training.artifacts import base_manifest, export_artifacts, export_encoder
 from training.batches import (
     CaptionBatches,
     MirroredImages,
+    TextCaptions,
     encode_captions,
+    encode_groups,
     keep_readable,
     mirror_captions,
 )
 from training.callbacks import DevSelection, WeightAverage
+from training.concepts import (
+    CONCEPT_VECTOR_DIM,
+    CommonWords,
+    build_for_vocabulary,
+    concept_vectors,
+    word_vectors,
+)
 from training.config import TrainConfig
+from training.corpora import (
+    ConceptReader,
+    TextCorpus,
+    build_vocabulary,
+    corpora_manifest,
+    parse_corpus_names,
+    read_corpora,
+)
 from training.data import Flickr8k, Split, load_flickr8k
 from training.features import Features, cache_key, extract_features
 from training.loop import (
@@ -43,10 +61,11 @@ from training.loop import (
     run_cross_entropy,
 )
 from training.modeling.decoder import DecoderConfig
-from training.modeling.encoders import build_encoder, get_spec
+from training.modeling.encoders import IMAGENET_HEAD, build_encoder, get_spec
 from training.modeling.keras_runtime import KerasEncoder, make_encoder_runtime
 from training.self_critical import run_self_critical
 from training.state import AVERAGE_FILE, BEST_WEIGHTS_FILE, FINAL_FILE, TrainState
+from training.wordnet import WordNet
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +84,12 @@ class TrainingData:
     max_words: int
     train_captions: np.ndarray  # encode_captions' ids
     mirrored: MirroredImages | None
+    concepts: ConceptTable | None = None
+    # A decoder conditioned on concepts: each training photo's concept (index + 1, 0: none)
+    # and the text-only captions with theirs.
+    train_entities: np.ndarray | None = None
+    text: TextCaptions | None = None
+    corpora: list[TextCorpus] = field(default_factory=list)
 
 
 def ships_concepts(config: TrainConfig) -> bool:
@@ -88,12 +113,23 @@ def train(config: TrainConfig) -> dict:
     # Features from the encoder the service will run (LiteRT when exported and installed), so
     # that training sees what serving computes.
     runner = make_encoder_runtime(encoder, encoder_tflite)
-    data = prepare_data(config, dataset, runner)
+    data = prepare_data(config, dataset, runner, encoder)
     decoder_config = make_decoder_config(config, data)
     spec = get_spec(config.backbone)
     manifest = base_manifest(config, spec, decoder_config, data.vocabulary, data.max_words, dataset)
-    make_predictor = predictor_factory(encoder, data.vocabulary, manifest)
-    decoder, state = train_decoder(config, data, decoder_config, make_predictor, manifest, started)
+    if data.corpora:
+        manifest["text_corpora"] = corpora_manifest(data.corpora, config.text_groups_per_epoch)
+    make_predictor = predictor_factory(encoder, data.vocabulary, manifest, data.concepts)
+    entity_vectors = None
+    if decoder_config.entities:
+        glove = CommonWords.load()
+        entity_vectors = (
+            concept_vectors(data.concepts, glove),
+            word_vectors(data.vocabulary, glove),
+        )
+    decoder, state = train_decoder(
+        config, data, decoder_config, make_predictor, manifest, started, entity_vectors
+    )
     manifest["training"].update(
         features_runtime=runner.name,
         epochs_run=state.epoch,
@@ -112,6 +148,7 @@ def train(config: TrainConfig) -> dict:
         manifest,
         data.dev,
         data.dev_features,
+        data.concepts,
     )
 
 
@@ -164,22 +201,37 @@ def prepare_features(
     return features
 
 
-def prepare_data(config: TrainConfig, dataset: Flickr8k, runner: EncoderRuntime) -> TrainingData:
-    """Features of both splits (cached), the vocabulary, and the training captions as ids."""
+def prepare_data(
+    config: TrainConfig, dataset: Flickr8k, runner: EncoderRuntime, encoder: keras.Model
+) -> TrainingData:
+    """Features of both splits (cached), the text corpora, the vocabulary, the concepts and
+    the training captions as ids."""
     features = prepare_features(config, dataset, runner)
     train_split, train_features = keep_readable(dataset.splits["train"], features["train"])
     dev_split, dev_features = keep_readable(dataset.splits["dev"], features["dev"])
+    corpora = []
+    if config.text_corpora is not None:
+        if not (ships_concepts(config) and config.concept_input):
+            raise ValueError(
+                "--text-corpora teaches a decoder conditioned on concepts: it needs "
+                "--concepts and --concept-input (an EfficientNet-Lite with ImageNet weights)"
+            )
+        corpora = read_corpora(config.text_corpora, parse_corpus_names(config.corpora))
 
-    vocabulary = Vocabulary.build(
-        train_split.captions and [c for refs in train_split.captions for c in refs],
+    vocabulary = build_vocabulary(
+        [c for refs in train_split.captions for c in refs],
+        corpora,
         config.min_word_count,
+        config.corpus_min_count,
     )
     lengths = [len(c) for refs in train_split.captions for c in refs]
     max_words = min(config.max_caption_words, int(np.percentile(lengths, 99.5)))
     logger.info(
-        "vocabulary: %d words (count >= %d); captions up to %d words",
+        "vocabulary: %d words (count >= %d, or >= %d with the text corpora); captions up to "
+        "%d words",
         len(vocabulary),
         config.min_word_count,
+        config.corpus_min_count,
         max_words,
     )
     train_captions = encode_captions(train_split, vocabulary, config.captions_per_image, max_words)
@@ -187,7 +239,7 @@ def prepare_data(config: TrainConfig, dataset: Flickr8k, runner: EncoderRuntime)
     if config.mirror_images:  # the same images are unreadable mirrored or not
         mirrored_features = keep_readable(dataset.splits["train"], features[MIRRORED_TRAIN])[1]
         mirrored = MirroredImages(mirrored_features, mirror_captions(train_captions, vocabulary))
-    return TrainingData(
+    data = TrainingData(
         train_split,
         train_features,
         dev_split,
@@ -196,12 +248,72 @@ def prepare_data(config: TrainConfig, dataset: Flickr8k, runner: EncoderRuntime)
         max_words,
         train_captions,
         mirrored,
+        corpora=corpora,
     )
+    if ships_concepts(config):
+        add_concepts(config, data, encoder)
+    return data
+
+
+def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) -> None:
+    """The concept table; with `concept_input`, every photo's concept as the encoder sees it
+    (as the service will), and the concept each text-only caption names."""
+    data.concepts = build_for_vocabulary(data.vocabulary, config.wordnet_dir)
+    classifier = ConceptClassifier(encoder, data.concepts)
+    data.train_features.concepts = classifier(data.train_features.pooled)
+    data.dev_features.concepts = classifier(data.dev_features.pooled)
+    if not config.concept_input:
+        return
+    threshold = DEFAULT_CONCEPT_THRESHOLD
+    subjects = [data.concepts.subject(row, threshold) for row in data.train_features.concepts]
+    entities = np.array([0 if s is None else s + 1 for s in subjects], np.int32)
+    data.train_entities = np.repeat(entities[:, None], config.captions_per_image, axis=1)
+    logger.info(
+        "training photos with a concept: %d of %d", np.count_nonzero(entities), len(entities)
+    )
+    if data.corpora:
+        groups = [group for corpus in data.corpora for group in corpus.groups]
+        counts = WordNet.load(config.wordnet_dir).counts
+        reader = ConceptReader(data.concepts, counts.reads_as_noun)
+        per_image = config.captions_per_image
+        named = np.array(
+            [[reader(group[j % len(group)]) for j in range(per_image)] for group in groups],
+            np.int32,
+        )
+        # Each corpus as likely as another: Flickr30k's 29,000 people scenes would otherwise
+        # drown COCO's 5,000 photos of things.
+        chances = np.concatenate(
+            [np.full(len(c.groups), 1 / len(c.groups)) for c in data.corpora]
+        ) / len(data.corpora)
+        data.text = TextCaptions(
+            encode_groups(groups, data.vocabulary, per_image, data.max_words), named, chances
+        )
+        logger.info(
+            "text-only captions: %d groups, %.0f%% of captions name a concept",
+            len(groups),
+            100 * np.count_nonzero(named) / named.size,
+        )
+
+
+class ConceptClassifier:
+    """Pooled features -> concept probabilities, through the encoder's own ImageNet head (the
+    features cache keeps no class logits; the head is one dense layer on the pooled vector)."""
+
+    def __init__(self, encoder: keras.Model, table: ConceptTable) -> None:
+        self.kernel, self.bias = encoder.get_layer(IMAGENET_HEAD).get_weights()
+        self.table = table
+
+    def __call__(self, pooled: np.ndarray) -> np.ndarray:
+        logits = np.asarray(pooled, np.float32) @ self.kernel + self.bias
+        return self.table.concept_probabilities(softmax(logits))
 
 
 def make_decoder_config(config: TrainConfig, data: TrainingData) -> DecoderConfig:
     spec = get_spec(config.backbone)
+    conditioned = data.train_entities is not None and data.concepts is not None
     return DecoderConfig(
+        entities=len(data.concepts.words) if conditioned else 0,
+        entity_dim=CONCEPT_VECTOR_DIM if conditioned else 0,
         vocab_size=len(data.vocabulary),
         feature_dim=spec.feature_dim,
         regions=spec.grid_size**2,
@@ -213,12 +325,12 @@ def make_decoder_config(config: TrainConfig, data: TrainingData) -> DecoderConfi
 
 
 def predictor_factory(
-    encoder: keras.Model, vocabulary: Vocabulary, manifest: dict
+    encoder: keras.Model, vocabulary: Vocabulary, manifest: dict, concepts: ConceptTable | None
 ) -> Callable[[keras.Model], CaptionPredictor]:
     """Dev scoring captions through the service's predictor, with the decoder in training."""
 
     def make_predictor(decoder: keras.Model) -> CaptionPredictor:
-        bundle = ArtifactBundle(encoder, decoder, vocabulary, manifest)
+        bundle = ArtifactBundle(encoder, decoder, vocabulary, manifest, concepts=concepts)
         return CaptionPredictor(bundle, encoder=KerasEncoder(encoder))
 
     return make_predictor
@@ -231,6 +343,7 @@ def train_decoder(
     make_predictor: Callable[[keras.Model], CaptionPredictor],
     manifest: dict,
     started: float,
+    entity_vectors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.Model, TrainState]:
     """Cross-entropy epochs, then self-critical ones; the decoder holds the best weights."""
     strategy = make_strategy(config.strategy)
@@ -239,7 +352,9 @@ def train_decoder(
     )
     manifest["training"]["replicas"] = strategy.num_replicas_in_sync
     checkpoint_dir = config.work_dir / "checkpoints"
-    decoder, state = build_or_resume_decoder(config, decoder_config, strategy, checkpoint_dir)
+    decoder, state = build_or_resume_decoder(
+        config, decoder_config, strategy, checkpoint_dir, entity_vectors
+    )
     average = None
     if config.weight_average:
         average = WeightAverage(config.weight_average, checkpoint_dir / AVERAGE_FILE)
@@ -255,6 +370,11 @@ def train_decoder(
             config.batch_images,
             config.seed + state.epoch,
             data.mirrored,
+            entities=data.train_entities,
+            text=data.text,
+            text_per_epoch=config.text_groups_per_epoch,
+            # Without a concept to go on, a photo without features teaches nothing.
+            photo_dropout=config.photo_dropout if data.train_entities is not None else 0.0,
         )
         run_cross_entropy(
             decoder,
@@ -273,6 +393,7 @@ def train_decoder(
         data.train,
         data.train_features,
         selection,
+        None if data.train_entities is None else data.train_entities[:, 0],
     )
     atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)  # the last weights trained
     if (checkpoint_dir / BEST_WEIGHTS_FILE).is_file():

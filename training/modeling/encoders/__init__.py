@@ -17,12 +17,18 @@ from pathlib import Path
 
 import keras
 
-from training.modeling.encoders.efficientnet_lite import HEAD_CHANNELS, VARIANTS, efficientnet_lite
+from training.modeling.encoders.efficientnet_lite import (
+    HEAD_CHANNELS,
+    IMAGENET_HEAD,
+    VARIANTS,
+    efficientnet_lite,
+)
 from training.modeling.encoders.keras_apps import ApplicationPreprocess, build_keras_application
 
 __all__ = [
     "DEFAULT_ENCODER",
     "ENCODERS",
+    "IMAGENET_HEAD",
     "ApplicationPreprocess",
     "EncoderSpec",
     "build_encoder",

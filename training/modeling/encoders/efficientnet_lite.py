@@ -40,6 +40,7 @@ RELU_MAX = 6.0
 STEM_CHANNELS = 32  # fixed for Lite variants (not scaled by the width multiplier)
 HEAD_CHANNELS = 1280  # fixed for Lite variants
 NUM_CLASSES = 1000
+IMAGENET_HEAD = "logits"  # the classifier layer's name, on the pooled features
 KERAS_WEIGHTS_SUFFIX = ".weights.h5"
 # BatchNorm bookkeeping that has no Keras counterpart and no effect on inference.
 IGNORED_TENSOR_SUFFIXES = (".num_batches_tracked",)
@@ -218,7 +219,7 @@ def build_efficientnet_lite(
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(grid)
     outputs = [grid, pooled]
     if include_top:
-        outputs.append(keras.layers.Dense(NUM_CLASSES, name="logits")(pooled))
+        outputs.append(keras.layers.Dense(NUM_CLASSES, name=IMAGENET_HEAD)(pooled))
     return keras.Model(inputs, outputs, name=variant.name)
 
 
