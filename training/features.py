@@ -39,6 +39,9 @@ class Features:
     # (images, concepts) probabilities from the encoder's ImageNet head, when the run has
     # concepts (training.train.add_concepts); not cached.
     concepts: np.ndarray | None = None
+    # For a decoder conditioned on concepts: each photo's concept as it takes it (index + 1,
+    # 0 for none).
+    entities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)

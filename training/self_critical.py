@@ -192,11 +192,10 @@ class SelfCriticalTrainer:
         features: Features,
         deadline: float | None = None,
         after_batch: Callable[[], None] | None = None,
-        entities: np.ndarray | None = None,
     ) -> dict:
         """One pass over the images in random order, or until `deadline` (a time.time());
-        `after_batch` runs after every gradient step (the weight average's update);
-        `entities`: each image's concept, for a decoder conditioned on concepts."""
+        `after_batch` runs after every gradient step (the weight average's update). A decoder
+        conditioned on concepts is given each photo's (`features.entities`)."""
         order = self.rng.permutation(len(features))
         size = self.config.batch_images
         total = -(-len(order) // size)
@@ -207,7 +206,7 @@ class SelfCriticalTrainer:
                 break
             images = np.sort(order[start : start + size])
             grid = np.asarray(features.grid[images], np.float32)
-            concepts = None if entities is None else entities[images]
+            concepts = None if features.entities is None else features.entities[images]
             pooled = features.pooled[images]
             rewards.append(self.train_batch(images, grid, pooled, concepts)["reward"])
             if after_batch is not None:
@@ -239,10 +238,9 @@ def run_self_critical(
     split: Split,
     features: Features,
     selection: DevSelection,
-    entities: np.ndarray | None = None,
 ) -> None:
     """Fine-tune the best cross-entropy weights (unless configured off); `decoder` ends up
-    holding the last weights trained. `entities`: each training photo's concept."""
+    holding the last weights trained."""
     if config.self_critical_minutes <= 0 or config.self_critical_epochs <= 0:
         return
     best = selection.checkpoint_dir / BEST_WEIGHTS_FILE
@@ -253,9 +251,7 @@ def run_self_critical(
     tuned = build_decoder(decoder_config)
     tuned.set_weights(decoder.get_weights())
     selection.set_model(tuned)
-    fine_tune_self_critical(
-        config, tuned, vocabulary, max_words, split, features, selection, entities
-    )
+    fine_tune_self_critical(config, tuned, vocabulary, max_words, split, features, selection)
     decoder.set_weights(tuned.get_weights())
 
 
@@ -291,7 +287,6 @@ def fine_tune_self_critical(
     split: Split,
     features: Features,
     selection: DevSelection,
-    entities: np.ndarray | None = None,
 ) -> None:
     """Self-critical epochs, each scored on dev (and kept if best), until
     `self_critical_epochs` are done or its minutes (or the budget) run out.
@@ -326,7 +321,7 @@ def fine_tune_self_critical(
     after_batch = (lambda: average.on_train_batch_end(0)) if average is not None else None
     while state.self_critical_epochs < config.self_critical_epochs and time.time() < deadline:
         started = time.time()
-        result = trainer.train_epoch(features, deadline, after_batch, entities)
+        result = trainer.train_epoch(features, deadline, after_batch)
         if not result["batches"]:
             break
         state.self_critical_epochs += 1

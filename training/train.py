@@ -267,6 +267,7 @@ def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) 
     threshold = DEFAULT_CONCEPT_THRESHOLD
     subjects = [data.concepts.subject(row, threshold) for row in data.train_features.concepts]
     entities = np.array([0 if s is None else s + 1 for s in subjects], np.int32)
+    data.train_features.entities = entities
     data.train_entities = np.repeat(entities[:, None], config.captions_per_image, axis=1)
     logger.info(
         "training photos with a concept: %d of %d", np.count_nonzero(entities), len(entities)
@@ -393,7 +394,6 @@ def train_decoder(
         data.train,
         data.train_features,
         selection,
-        None if data.train_entities is None else data.train_entities[:, 0],
     )
     atomic_write(checkpoint_dir / FINAL_FILE, decoder.save)  # the last weights trained
     if (checkpoint_dir / BEST_WEIGHTS_FILE).is_file():

@@ -10,16 +10,9 @@ import pytest
 
 from captioning.concepts import ConceptTable
 from captioning.text import PAD_ID, SPECIAL_TOKENS, Vocabulary, normalize_caption
+from training import corpora as readers
 from training.batches import CaptionBatches, TextCaptions, encode_groups
-from training.corpora import (
-    CORPORA,
-    ConceptReader,
-    TextCorpus,
-    build_vocabulary,
-    corpora_manifest,
-    parse_corpus_names,
-    read_corpora,
-)
+from training.corpora import CORPORA, ConceptReader, TextCorpus
 from training.features import Features
 from training.fixture import TINY_TEXT_CAPTIONS, write_text_corpora
 
@@ -39,7 +32,7 @@ def concept_table() -> ConceptTable:
 
 def test_every_corpus_format_reads_its_captions_grouped(tmp_path: Path) -> None:
     folder = write_text_corpora(tmp_path / "text")
-    corpora = {corpus.name: corpus for corpus in read_corpora(folder)}
+    corpora = {corpus.name: corpus for corpus in readers.read_corpora(folder)}
     assert set(corpora) == set(CORPORA)
     expected = [normalize_caption(c) for c in TINY_TEXT_CAPTIONS]
     assert corpora["coco"].groups == [expected]  # one photo's five captions
@@ -53,16 +46,16 @@ def test_a_missing_corpus_file_is_named(tmp_path: Path) -> None:
     folder = write_text_corpora(tmp_path / "text")
     (folder / "flickr30k_train.3.en.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"flickr30k_train\.3\.en\.gz"):
-        read_corpora(folder, ["coco", "flickr30k"])
-    assert [c.name for c in read_corpora(folder, ["coco"])] == ["coco"]
+        readers.read_corpora(folder, ["coco", "flickr30k"])
+    assert [c.name for c in readers.read_corpora(folder, ["coco"])] == ["coco"]
 
 
 def test_corpus_names_are_checked() -> None:
-    assert parse_corpus_names("coco, flickr30k") == ("coco", "flickr30k")
+    assert readers.parse_corpus_names("coco, flickr30k") == ("coco", "flickr30k")
     with pytest.raises(ValueError, match="unknown corpus"):
-        parse_corpus_names("coco,imagenet")
+        readers.parse_corpus_names("coco,imagenet")
     with pytest.raises(ValueError, match="unknown corpus"):
-        parse_corpus_names(" , ")
+        readers.parse_corpus_names(" , ")
 
 
 def test_a_caption_names_its_first_concept_in_any_of_its_forms() -> None:
@@ -77,9 +70,9 @@ def test_a_caption_names_its_first_concept_in_any_of_its_forms() -> None:
 def test_the_corpora_add_their_frequent_words_only() -> None:
     flickr = [["a", "dog", "runs"]] * 5 + [["a", "rare", "cat"]]
     corpus = TextCorpus("coco", [[["a", "zebra", "grazes"]] * 3, [["an", "okapi"]]])
-    plain = build_vocabulary(flickr, [], min_count=5, corpus_min_count=3)
+    plain = readers.build_vocabulary(flickr, [], min_count=5, corpus_min_count=3)
     assert plain == Vocabulary.build(flickr, 5)
-    grown = build_vocabulary(flickr, [corpus], min_count=5, corpus_min_count=3)
+    grown = readers.build_vocabulary(flickr, [corpus], min_count=5, corpus_min_count=3)
     assert {"zebra", "grazes"} <= set(grown.words)
     assert not {"okapi", "an", "rare"} & set(grown.words)  # fewer than 3 uses
     assert grown.words[: len(SPECIAL_TOKENS) + 1] == (*SPECIAL_TOKENS, "a")  # by frequency
@@ -87,7 +80,7 @@ def test_the_corpora_add_their_frequent_words_only() -> None:
 
 def test_the_manifest_records_each_corpus_and_its_terms() -> None:
     corpus = TextCorpus("coco", [[["a", "zebra"]] * 5])
-    record = corpora_manifest([corpus], groups_per_epoch=10)
+    record = readers.corpora_manifest([corpus], groups_per_epoch=10)
     assert record["captions"] == 5 and record["groups_per_epoch"] == 10
     (entry,) = record["corpora"]
     assert entry["name"] == "coco" and entry["captions"] == 5
