@@ -5,9 +5,13 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ../shared/flickr8k
+# Text-only caption corpora the decoder also learns sentences from, e.g.
+# TEXT=../shared/caption-text; empty (the committed model's recipe): Flickr8k's captions only.
+TEXT ?=
 # Labelled photos (labels.tsv) that grounding's heads also learn from; the committed model's
-# used ../shared/openworld/labels.tsv.
+# used ../shared/openworld/labels.tsv, with its photos in GROUNDING_PHOTOS.
 GROUNDING_LABELS ?=
+GROUNDING_PHOTOS ?= ../shared/openworld/imagenet-sample
 
 .PHONY: install install-dev serve test lint format bench reliability train evaluate clean
 
@@ -51,9 +55,10 @@ reliability: install-dev
 
 train: install-dev
 	$(BIN)/python -m training train --data $(DATA) --artifacts artifacts --work-dir work \
-		--time-budget-minutes 45
+		$(if $(TEXT),--text-corpora $(TEXT) --time-budget-minutes 55,--time-budget-minutes 45)
 	$(BIN)/python -m training add-grounding --data $(DATA) --artifacts artifacts \
-		--cache work/grounding $(if $(GROUNDING_LABELS),--extra-labels $(GROUNDING_LABELS))
+		--cache work/grounding \
+		$(if $(GROUNDING_LABELS),--extra-labels $(GROUNDING_LABELS) --extra-photos $(GROUNDING_PHOTOS))
 
 evaluate: install-dev
 	$(BIN)/python -m training evaluate --data $(DATA) --artifacts artifacts --split dev

@@ -67,7 +67,7 @@ class TrainConfig:
         False, "show cross-entropy training each photo mirrored half the time"
     )
     # Self-critical training gains most from a model that has not yet settled.
-    epochs: int = option(8, "cross-entropy epochs at most")
+    epochs: int = option(7, "cross-entropy epochs at most")
     patience: int = option(4, "stop after this many epochs without a better dev CIDEr")
     time_budget_minutes: float | None = option(
         None, "stop cross-entropy early so that the whole run fits (export included)"
@@ -114,9 +114,10 @@ class TrainConfig:
         metadata={"help": "WordNet 3.0's dict folder (Debian's wordnet-base)"},
     )
     concept_input: bool = option(
-        True,
-        "condition the decoder on each photo's concept (with --concepts): trained on the "
-        "encoder's own concepts, and on the concepts text-only captions name",
+        False,
+        "condition the decoder on each photo's concept (with --concepts) even without "
+        "--text-corpora, which always does: trained on the encoder's own concepts and on the "
+        "concepts text-only captions name",
         flag="--concept-input",
     )
     text_corpora: Path | None = field(

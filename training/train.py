@@ -211,10 +211,10 @@ def prepare_data(
     dev_split, dev_features = keep_readable(dataset.splits["dev"], features["dev"])
     corpora = []
     if config.text_corpora is not None:
-        if not (ships_concepts(config) and config.concept_input):
+        if not ships_concepts(config):
             raise ValueError(
-                "--text-corpora teaches a decoder conditioned on concepts: it needs "
-                "--concepts and --concept-input (an EfficientNet-Lite with ImageNet weights)"
+                "--text-corpora teaches a decoder conditioned on concepts: it needs --concepts "
+                "(an EfficientNet-Lite with ImageNet weights)"
             )
         corpora = read_corpora(config.text_corpora, parse_corpus_names(config.corpora))
 
@@ -262,7 +262,7 @@ def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) 
     classifier = ConceptClassifier(encoder, data.concepts)
     data.train_features.concepts = classifier(data.train_features.pooled)
     data.dev_features.concepts = classifier(data.dev_features.pooled)
-    if not config.concept_input:
+    if not (config.concept_input or data.corpora):
         return
     threshold = DEFAULT_CONCEPT_THRESHOLD
     subjects = [data.concepts.subject(row, threshold) for row in data.train_features.concepts]

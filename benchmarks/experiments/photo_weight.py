@@ -1,0 +1,76 @@
+"""How much the concept-conditioned decoder should lean on the photo: the labelled open-world
+photos captioned with their encoder features scaled by each weight (1: as served; 0: the
+photo's concept alone, as the text-only captions taught it), scored with CIDEr-D against
+labels.tsv's reference captions, through the service's predictor (grounding included).
+
+    python -m benchmarks.experiments.photo_weight --artifacts artifacts \\
+        --openworld ../shared/openworld --weights 1,0.5,0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from captioning.predictor import CaptionPredictor
+from captioning.types import EncodedImages
+from training.metrics import java_available, score_captions
+from training.open_world import class_named_photos, read_labels
+
+logger = logging.getLogger(__name__)
+
+BATCH = 16
+
+
+def encode_all(predictor: CaptionPredictor, paths: list[Path]) -> EncodedImages:
+    parts = [
+        predictor.encode(
+            predictor.preprocess([predictor.read_image(p) for p in paths[i : i + BATCH]])
+        )
+        for i in range(0, len(paths), BATCH)
+    ]
+    return EncodedImages(
+        np.concatenate([p.grid for p in parts]),
+        np.concatenate([p.pooled for p in parts]),
+        np.concatenate([p.concepts for p in parts]),
+        np.concatenate([p.classes for p in parts]),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--openworld", type=Path, required=True, help="imagenet-sample/ + labels.tsv"
+    )
+    parser.add_argument("--weights", default="1,0.5,0", help="comma-separated feature weights")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    predictor = CaptionPredictor.from_artifacts(args.artifacts)
+    labels = read_labels(args.openworld / "labels.tsv")
+    paths = [p for p in class_named_photos(args.openworld / "imagenet-sample") if p.name in labels]
+    encoded = encode_all(predictor, paths)
+    references = [[labels[p.name].caption] for p in paths]
+    results = {}
+    for weight in (float(w) for w in args.weights.split(",")):
+        scaled = EncodedImages(
+            encoded.grid * weight, encoded.pooled * weight, encoded.concepts, encoded.classes
+        )
+        captions = [
+            result.best.text
+            for start in range(0, len(paths), BATCH)
+            for result in predictor.generate(scaled[start : start + BATCH])
+        ]
+        scores = score_captions(references, captions, full=False, ptb=java_available())
+        results[weight] = round(float(scores["CIDEr"]), 4)
+        logger.info("weight %.2f: CIDEr-D %.4f, e.g. %s", weight, scores["CIDEr"], captions[:3])
+    print(json.dumps({"photos": len(paths), "CIDEr-D by photo weight": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
