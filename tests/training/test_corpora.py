@@ -129,3 +129,30 @@ def test_words_mostly_used_as_verbs_name_no_concept() -> None:
     assert read(normalize_caption("two hot dogs and a hotdog")) == 2
     assert read(normalize_caption("a hot dog")) == 0
     assert read(normalize_caption("a zebra")) == 1
+
+
+def test_photo_dropout_hides_photos_but_keeps_their_concepts_and_captions() -> None:
+    vocabulary = Vocabulary((*SPECIAL_TOKENS, "a", "dog"))
+    rng = np.random.default_rng(0)
+    features = Features(
+        rng.normal(size=(8, 3, 5)).astype(np.float16) + 2,
+        rng.normal(size=(8, 5)).astype(np.float32) + 2,
+        [f"{i}.jpg" for i in range(8)],
+        [],
+    )
+    captions = encode_groups([[["a", "dog"]]] * 8, vocabulary, 2, 4)
+    entities = np.arange(1, 9, dtype=np.int32)[:, None].repeat(2, axis=1)
+
+    def first_batch(dropout: float):
+        batches = CaptionBatches(
+            features, captions, 8, seed=0, entities=entities, photo_dropout=dropout
+        )
+        return batches[0][0]
+
+    grid, pooled, inputs, shown = first_batch(0.5)
+    hidden = ~grid.any(axis=(1, 2))
+    assert 0 < hidden.sum() < 8  # about half, drawn per photo
+    assert not pooled[hidden].any() and pooled[~hidden].all()
+    assert (shown == entities).all()
+    assert (inputs == captions[:, :, : inputs.shape[2]]).all()
+    assert first_batch(0.0)[0].all()  # none hidden
