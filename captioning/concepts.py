@@ -87,6 +87,12 @@ class ConceptTable(PlainJsonFile):
             return None
         return int(min(confident, key=lambda i: (self._breadth[i], -concept_probabilities[i])))
 
+    def entities(self, concept_probabilities: np.ndarray, threshold: float) -> np.ndarray:
+        """Each image's subject (`subject`) as a decoder conditioned on concepts takes it:
+        (images, concepts) -> (images,) the concept's index + 1, or 0 when none is confident."""
+        found = (self.subject(row, threshold) for row in concept_probabilities)
+        return np.array([0 if index is None else index + 1 for index in found], np.int64)
+
     def broader(self, index: int) -> frozenset[int]:
         """The concept and those covering every class it covers: its hypernyms among the
         concepts ("dog" and "animal" for "terrier"; not "cat" for "mammal")."""

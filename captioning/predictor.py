@@ -267,9 +267,7 @@ class CaptionPredictor:
         confident concept's index + 1, or 0 for none (None: the decoder takes no concepts)."""
         if not self.weights.entities or self.namer is None or encoded.concepts is None:
             return None
-        table, threshold = self.namer.table, self.namer.threshold
-        found = (table.subject(row, threshold) for row in encoded.concepts)
-        return np.array([0 if index is None else index + 1 for index in found], np.int64)
+        return self.namer.table.entities(encoded.concepts, self.namer.threshold)
 
     def _search(
         self, encoded: EncodedImages, settings: SearchSettings, penalty: np.ndarray | None

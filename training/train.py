@@ -264,9 +264,8 @@ def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) 
     data.dev_features.concepts = classifier(data.dev_features.pooled)
     if not (config.concept_input or data.corpora):
         return
-    threshold = DEFAULT_CONCEPT_THRESHOLD
-    subjects = [data.concepts.subject(row, threshold) for row in data.train_features.concepts]
-    entities = np.array([0 if s is None else s + 1 for s in subjects], np.int32)
+    entities = data.concepts.entities(data.train_features.concepts, DEFAULT_CONCEPT_THRESHOLD)
+    entities = entities.astype(np.int32)  # the decoder's input dtype
     data.train_features.entities = entities
     data.train_entities = np.repeat(entities[:, None], config.captions_per_image, axis=1)
     logger.info(

@@ -38,6 +38,11 @@ def test_the_subject_is_the_most_specific_confident_concept() -> None:
     assert TABLE.related(0) == {0, 1}
 
 
+def test_a_decoders_input_concept_is_the_subject_counted_from_one() -> None:
+    rows = np.array([[0.55, 0.6, 0.1], [0.3, 0.6, 0.1], [0.1, 0.2, 0.3]])
+    assert TABLE.entities(rows, 0.5).tolist() == [1, 2, 0]  # 0: none confident
+
+
 def test_a_table_that_names_a_missing_concept_is_refused() -> None:
     with pytest.raises(ValueError, match="does not exist"):
         ConceptTable(("n1",), ((3,),), ("dog",), ("n11",), ("dog",), ("dogs",), (None,), ((),))
