@@ -226,12 +226,12 @@ def prepare_data(
     )
     lengths = [len(c) for refs in train_split.captions for c in refs]
     max_words = min(config.max_caption_words, int(np.percentile(lengths, 99.5)))
+    with_text = f", or >= {config.corpus_min_count} with the text corpora" if corpora else ""
     logger.info(
-        "vocabulary: %d words (count >= %d, or >= %d with the text corpora); captions up to "
-        "%d words",
+        "vocabulary: %d words (count >= %d%s); captions up to %d words",
         len(vocabulary),
         config.min_word_count,
-        config.corpus_min_count,
+        with_text,
         max_words,
     )
     train_captions = encode_captions(train_split, vocabulary, config.captions_per_image, max_words)
