@@ -112,6 +112,7 @@ def evaluate_split(
         paths[:REPORT_IMAGES],
         references[:REPORT_IMAGES],
         output_dir / f"report_{split_name}.html",
+        settings,
     )
     logger.info("%s: %s", split_name, json.dumps(summary))
     return summary
@@ -134,17 +135,23 @@ def write_html_report(
     paths: Sequence[Path],
     references: Sequence[Sequence[str]],
     output: Path,
+    settings: SearchSettings,
 ) -> None:
-    """Images with the generated caption, the references, and per-word attention maps."""
-    settings = predictor.search.with_options(return_attention=True)
+    """Images with the caption the evaluation scored, the references, and per-word attention
+    maps (none for a caption that names the subject plainly: no decoder wrote it)."""
+    settings = settings.with_options(return_attention=True)
     rows = []
     for path, refs in zip(paths, references, strict=True):
         image = predictor.read_image(path)
         caption = predictor.caption_images([image], settings)[0].best
-        maps = "".join(
-            f'<figure><img src="{_attention_overlay(image, weights)}"><figcaption>'
-            f"{html.escape(word)}</figcaption></figure>"
-            for word, weights in zip(caption.tokens, caption.attention, strict=True)
+        maps = (
+            "".join(
+                f'<figure><img src="{_attention_overlay(image, weights)}"><figcaption>'
+                f"{html.escape(word)}</figcaption></figure>"
+                for word, weights in zip(caption.tokens, caption.attention, strict=True)
+            )
+            if caption.attention is not None
+            else ""
         )
         refs_html = "".join(f"<li>{html.escape(r)}</li>" for r in refs)
         rows.append(
