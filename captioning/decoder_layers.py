@@ -21,4 +21,14 @@ WEIGHTED_LAYERS = (EMBEDDING, INIT_H, INIT_C, REGION_KEYS, LSTM, COMBINE, VOCAB_
 # vocabulary's fixed GloVe vectors (decoding folds both into VOCAB_LOGITS).
 OUTPUT_VECTOR = "output_vector"
 WORD_VECTORS = "word_vectors"
-ENTITY_LAYERS = (ENTITY_VECTORS, ENTITY_INIT_H, ENTITY_INIT_C, OUTPUT_VECTOR, WORD_VECTORS)
+# A decoder that also takes each caption's style (which corpus wrote it) learns one vector per
+# style, added to the concept's vector; older decoders have no such layer.
+STYLE_VECTORS = "style_vectors"
+ENTITY_LAYERS = (
+    ENTITY_VECTORS,
+    ENTITY_INIT_H,
+    ENTITY_INIT_C,
+    OUTPUT_VECTOR,
+    WORD_VECTORS,
+    STYLE_VECTORS,
+)

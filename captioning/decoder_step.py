@@ -55,6 +55,10 @@ class DecoderWeights:
     entity_gates: np.ndarray | None = None
     # ... and each concept's share of the initial h and c, before the tanh: (concepts + 1, H).
     entity_init: tuple[np.ndarray, np.ndarray] | None = None
+    # A decoder that also takes caption styles: each style's share of the LSTM input gates
+    # (styles + 1, 4H) and of the initial h and c (styles + 1, H); row 0 is the photos' own.
+    style_gates: np.ndarray | None = None
+    style_init: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_layers(cls, layers: Mapping[str, Sequence[np.ndarray]]) -> DecoderWeights:
@@ -66,16 +70,24 @@ class DecoderWeights:
 
         kernel, recurrent, bias = layers[names.LSTM]
         embedding = np.asarray(layers[names.EMBEDDING][0], np.float64)
-        entity_gates = entity_init = None
+        entity_gates = entity_init = style_gates = style_init = None
         if names.ENTITY_VECTORS in layers:
-            # The LSTM's input is [word embedding ; concept vector]: split its kernel.
-            entities = np.asarray(layers[names.ENTITY_VECTORS][0], np.float64)
-            entity_gates = (entities @ kernel[embedding.shape[1] :]).astype(np.float32)
+            # The LSTM's input is [word embedding ; concept vector (+ style vector)], and the
+            # initial state takes the same vector: linear, so each part is folded on its own.
+            entity_kernel = kernel[embedding.shape[1] :]
             kernel = kernel[: embedding.shape[1]]
-            entity_init = tuple(
-                (entities @ np.asarray(layers[name][0], np.float64)).astype(np.float32)
-                for name in (names.ENTITY_INIT_H, names.ENTITY_INIT_C)
-            )
+
+            def fold(vectors: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                vectors = np.asarray(vectors, np.float64)
+                init = tuple(
+                    (vectors @ np.asarray(layers[name][0], np.float64)).astype(np.float32)
+                    for name in (names.ENTITY_INIT_H, names.ENTITY_INIT_C)
+                )
+                return (vectors @ entity_kernel).astype(np.float32), init  # type: ignore[return-value]
+
+            entity_gates, entity_init = fold(layers[names.ENTITY_VECTORS][0])
+            if names.STYLE_VECTORS in layers:
+                style_gates, style_init = fold(layers[names.STYLE_VECTORS][0])
         logit_kernel, logit_bias = dense(names.VOCAB_LOGITS)
         if names.WORD_VECTORS in layers:  # the path through GloVe: linear, so folded in
             echoed = np.asarray(layers[names.OUTPUT_VECTOR][0], np.float64)
@@ -92,7 +104,9 @@ class DecoderWeights:
             combine=dense(names.COMBINE),
             logits=(logit_kernel, logit_bias),
             entity_gates=entity_gates,
-            entity_init=entity_init,  # type: ignore[arg-type]
+            entity_init=entity_init,
+            style_gates=style_gates,
+            style_init=style_init,
         )
 
     @classmethod
@@ -112,6 +126,22 @@ class DecoderWeights:
     def entities(self) -> int:
         """How many concepts the decoder is conditioned on (0: none)."""
         return 0 if self.entity_gates is None else len(self.entity_gates) - 1
+
+    @property
+    def styles(self) -> int:
+        """How many caption styles the decoder takes besides the photos' own (0: none)."""
+        return 0 if self.style_gates is None else len(self.style_gates) - 1
+
+    def split_conditions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditioning ids (`condition_ids`) -> (concept ids, style ids)."""
+        ids = np.asarray(ids, np.int64)
+        return ids % (self.entities + 1), ids // (self.entities + 1)
+
+
+def condition_ids(concepts: np.ndarray, styles: np.ndarray | int, entities: int) -> np.ndarray:
+    """A decoder's conditioning ids from each caption's concept (index + 1, 0: none) and style
+    (0: the photos' own captions), for a decoder conditioned on `entities` concepts."""
+    return np.asarray(concepts, np.int64) + (entities + 1) * np.asarray(styles, np.int64)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -175,15 +205,20 @@ class DecoderStepper:
         entities: np.ndarray | None = None,
     ) -> None:
         """`entities`: each image's concept (its index + 1, 0 for none), for a decoder
-        conditioned on concepts; None gives every image none."""
+        conditioned on concepts, or its conditioning id (`condition_ids`) for one that also
+        takes styles; None gives every image none, in the photos' style."""
         self.w = weights
         self.runtime = runtime
         # Each image's constant part of the LSTM input gates (its concept), or None.
         self.entity_rows: np.ndarray | None = None
-        ids = None
+        ids = styles = None
         if weights.entity_gates is not None:
             ids = np.zeros(len(pooled), np.int64) if entities is None else np.asarray(entities)
+            if weights.style_gates is not None:
+                ids, styles = weights.split_conditions(ids)
             self.entity_rows = weights.entity_gates[ids]
+            if styles is not None and weights.style_gates is not None:
+                self.entity_rows = self.entity_rows + weights.style_gates[styles]
         self.scale = np.float32(1.0 / np.sqrt(weights.hidden_dim))
         self.finished_row = finished_row(len(weights.logits[1])).astype(np.float64)
         if runtime is not None:
@@ -203,6 +238,9 @@ class DecoderStepper:
             if ids is not None and weights.entity_init is not None:
                 h0 += weights.entity_init[0][ids]
                 c0 += weights.entity_init[1][ids]
+            if styles is not None and weights.style_init is not None:
+                h0 += weights.style_init[0][styles]
+                c0 += weights.style_init[1][styles]
             self.h0, self.c0 = np.tanh(h0), np.tanh(c0)
 
     def keep_images(self, images: np.ndarray) -> None:

@@ -138,6 +138,12 @@ class TrainConfig:
         "share of training photos shown without their features (their concept only), drawn "
         "anew every epoch, as the text-only captions are",
     )
+    caption_styles: bool = option(
+        False,
+        "with --text-corpora, tell the decoder which corpus wrote each caption (a learned style "
+        "vector beside the concept's); the service picks a style per photo",
+        flag="--caption-styles",
+    )
     text_groups_per_epoch: int = option(
         6000, "text-only groups of 5 captions drawn anew for each cross-entropy epoch"
     )

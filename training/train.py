@@ -22,6 +22,7 @@ import numpy as np
 
 from captioning.bundle import ArtifactBundle, atomic_write
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, softmax
+from captioning.decoder_step import condition_ids
 from captioning.predictor import CaptionPredictor
 from captioning.runtime import EncoderRuntime
 from captioning.text import Vocabulary
@@ -119,6 +120,8 @@ def train(config: TrainConfig) -> dict:
     manifest = base_manifest(config, spec, decoder_config, data.vocabulary, data.max_words, dataset)
     if data.corpora:
         manifest["text_corpora"] = corpora_manifest(data.corpora, config.text_groups_per_epoch)
+        if decoder_config.styles:
+            manifest["decoder"]["style_names"] = ["flickr8k", *(c.name for c in data.corpora)]
     make_predictor = predictor_factory(encoder, data.vocabulary, manifest, data.concepts)
     entity_vectors = None
     if decoder_config.entities:
@@ -280,6 +283,17 @@ def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) 
             [[reader(group[j % len(group)]) for j in range(per_image)] for group in groups],
             np.int32,
         )
+        logger.info(
+            "text-only captions: %d groups, %.0f%% of captions name a concept",
+            len(groups),
+            100 * np.count_nonzero(named) / named.size,
+        )
+        if config.caption_styles:  # each corpus its own style, after the photos' (0)
+            styles = np.concatenate(
+                [np.full(len(c.groups), index + 1) for index, c in enumerate(data.corpora)]
+            )
+            named = condition_ids(named, styles[:, None], len(data.concepts.words))
+            named = named.astype(np.int32)
         # Each corpus as likely as another: Flickr30k's 29,000 people scenes would otherwise
         # drown COCO's 5,000 photos of things.
         chances = np.concatenate(
@@ -287,11 +301,6 @@ def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) 
         ) / len(data.corpora)
         data.text = TextCaptions(
             encode_groups(groups, data.vocabulary, per_image, data.max_words), named, chances
-        )
-        logger.info(
-            "text-only captions: %d groups, %.0f%% of captions name a concept",
-            len(groups),
-            100 * np.count_nonzero(named) / named.size,
         )
 
 
@@ -314,6 +323,7 @@ def make_decoder_config(config: TrainConfig, data: TrainingData) -> DecoderConfi
     return DecoderConfig(
         entities=len(data.concepts.words) if conditioned else 0,
         entity_dim=CONCEPT_VECTOR_DIM if conditioned else 0,
+        styles=len(data.corpora) if conditioned and config.caption_styles else 0,
         vocab_size=len(data.vocabulary),
         feature_dim=spec.feature_dim,
         regions=spec.grid_size**2,

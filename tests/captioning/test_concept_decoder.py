@@ -3,12 +3,13 @@ computes what the Keras model computes, each caption with its own concept."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from captioning.decoder_step import BANNED_IDS, DecoderStepper, DecoderWeights
+from captioning.decoder_step import BANNED_IDS, DecoderStepper, DecoderWeights, condition_ids
 from captioning.keras_file import read_layer_weights
 from captioning.runtime import LiteRTDecoderStep
 from captioning.search import beam_search, greedy_decode
@@ -28,10 +29,17 @@ CONFIG = DecoderConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def model():
+STYLES = 2
+
+
+@pytest.fixture(scope="module", params=[0, STYLES], ids=["concepts", "concepts-and-styles"])
+def model(request):
+    return make_model(styles=request.param)
+
+
+def make_model(styles: int):
     rng = np.random.default_rng(0)
-    decoder = build_decoder(CONFIG)
+    decoder = build_decoder(dataclasses.replace(CONFIG, styles=styles))
     concepts = rng.normal(size=(CONCEPTS + 1, CONFIG.entity_dim)).astype(np.float32)
     concepts[0] = 0.0
     set_entity_vectors(decoder, concepts, rng.normal(size=(VOCABULARY, CONFIG.entity_dim)))
@@ -68,6 +76,10 @@ def test_decoding_computes_the_keras_model_with_each_captions_concept(model, sou
     pooled = grid.mean(axis=1)
     captions = rng.integers(4, VOCABULARY, (2, 3, 6)).astype(np.int32)
     entities = np.array([[1, 2, 0], [3, 3, 5]], np.int32)
+    styled = any(layer.name == "style_vectors" for layer in model.layers)
+    if styled:  # the same concepts, each caption in another style
+        entities = condition_ids(entities, np.array([[0, 1, 2], [2, 0, 1]]), CONCEPTS)
+        entities = entities.astype(np.int32)
     logits = model([grid, pooled, captions, entities], training=False).numpy()
     if source == "file":  # serving reads decoder.keras without Keras
         model.save(tmp_path / "decoder.keras")
@@ -75,6 +87,7 @@ def test_decoding_computes_the_keras_model_with_each_captions_concept(model, sou
     else:
         weights = DecoderWeights.from_model(model)
     assert weights.entities == CONCEPTS
+    assert weights.styles == (STYLES if styled else 0)
     allowed = np.ones(VOCABULARY, bool)
     allowed[list(BANNED_IDS)] = False
     for image, caption in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2)]:
@@ -87,6 +100,18 @@ def test_decoding_computes_the_keras_model_with_each_captions_concept(model, sou
         )
         expected = keras_log_probs(logits[image * 3 + caption])
         np.testing.assert_allclose(ours[:, allowed], expected[:, allowed], atol=1e-4)
+
+
+def test_the_style_changes_the_words():
+    weights = DecoderWeights.from_model(make_model(styles=STYLES))
+    rng = np.random.default_rng(4)
+    grid = rng.random((1, REGIONS, FEATURES)).astype(np.float32)
+    tokens = rng.integers(4, VOCABULARY, 5)
+    rows = [
+        teacher_forced(weights, grid, grid.mean(axis=1), tokens, condition_ids(2, style, CONCEPTS))
+        for style in range(STYLES + 1)
+    ]
+    assert all(np.abs(rows[0] - other).max() > 1e-3 for other in rows[1:])
 
 
 def test_the_concept_changes_the_words(model):

@@ -42,6 +42,7 @@ from captioning.decoder_layers import (
     LSTM,
     OUTPUT_VECTOR,
     REGION_KEYS,
+    STYLE_VECTORS,
     VOCAB_LOGITS,
     WORD_VECTORS,
 )
@@ -61,6 +62,10 @@ class DecoderConfig:
     region_dropout: float = 0.1
     entities: int = 0  # concepts the decoder is conditioned on (0: not conditioned)
     entity_dim: int = 0  # the size of a concept's vector
+    # Caption styles besides the photos' own (one per text corpus; 0: none). A caption's
+    # conditioning id is then its concept's (index + 1, 0 for none) plus
+    # (entities + 1) x its style (0: the photos' captions), as `condition_ids` writes it.
+    styles: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +109,21 @@ class FlattenEntities(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class SplitConditions(layers.Layer):
+    """Conditioning ids -> (concept ids, style ids): id = concept + (entities + 1) x style."""
+
+    def __init__(self, entities: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.entities = entities
+
+    def call(self, ids):
+        return ids % (self.entities + 1), ids // (self.entities + 1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "entities": self.entities}
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class RepeatOverWords(layers.Layer):
     """(rows, D) -> (rows, T, D): one caption's concept vector beside each of its T words."""
 
@@ -136,10 +156,25 @@ def build_decoder(config: DecoderConfig) -> keras.Model:
     if config.entities:
         entities = keras.Input((None,), dtype="int32", name="entities")
         inputs.append(entities)
+        ids = FlattenEntities(name="flatten_entities")(entities)
+        styles = None
+        if config.styles:
+            ids, styles = SplitConditions(config.entities, name="split_conditions")(ids)
         # Filled with the concepts' GloVe vectors by the trainer (`set_entity_vectors`).
         vectors = layers.Embedding(
             config.entities + 1, config.entity_dim, trainable=False, name=ENTITY_VECTORS
-        )(FlattenEntities(name="flatten_entities")(entities))
+        )(ids)
+        if styles is not None:
+            # A learned vector per style, as long as a concept's GloVe vector (norm 5).
+            style_vectors = layers.Embedding(
+                config.styles + 1,
+                config.entity_dim,
+                embeddings_initializer=keras.initializers.RandomNormal(
+                    stddev=5.0 / np.sqrt(config.entity_dim)
+                ),
+                name=STYLE_VECTORS,
+            )(styles)
+            vectors = layers.Add(name="entity_and_style")([vectors, style_vectors])
         embedded = layers.Concatenate(name="word_and_entity")(
             [embedded, RepeatOverWords(name="entity_per_word")(vectors, tokens)]
         )
