@@ -47,6 +47,12 @@ def add_caption_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let captions mention people, dogs and cats without evidence for them",
     )
+    parser.add_argument(
+        "--style",
+        help="for a model trained with caption styles: the corpus whose style to write in "
+        "(the manifest's decoder.style_names), or auto: Flickr8k's where grounding finds "
+        "people or dogs, COCO's elsewhere (default: Flickr8k's)",
+    )
 
 
 def search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,6 +62,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
         "beam_size": getattr(args, "beam_size", None),
         "concepts": False if getattr(args, "no_concepts", False) else None,
         "grounding": False if getattr(args, "no_grounding", False) else None,
+        "style": getattr(args, "style", None),
     }
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from captioning.bundle import ENCODER_TFLITE, ArtifactBundle, ArtifactError, load_bundle
 from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
-from captioning.decoder_step import DecoderWeights
+from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
 from captioning.runtime import (
     DEFAULT_RUNTIME,
@@ -30,12 +30,20 @@ from captioning.search_settings import (
     DEFAULT_LENGTH_PENALTY,
     DEFAULT_NO_REPEAT_NGRAM,
     SearchSettings,
+    SearchSettingsError,
 )
 from captioning.subjects import Subject, SubjectNamer
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult, EncodedImages, Evidence
 
 logger = logging.getLogger(__name__)
+
+# For a decoder trained with caption styles (`--caption-styles`): the style "auto" writes
+# photos where grounding finds people or dogs, what Flickr8k shows, in Flickr8k's own style,
+# and the rest in COCO's, the corpus of everyday things (docs/experiments.md).
+AUTO_STYLE = "auto"
+OBJECT_STYLE = "coco"
+PHOTO_STYLE_SUBJECTS = ("person", "dog")
 
 
 class CaptionPredictor:
@@ -94,6 +102,7 @@ class CaptionPredictor:
                     f"decoder.keras is conditioned on {self.weights.entities} concepts, but "
                     f"concepts.json has {concepts}: they come from different trainings"
                 )
+        self.style_names: tuple[str, ...] = tuple(self.manifest["decoder"].get("style_names", ()))
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -149,7 +158,9 @@ class CaptionPredictor:
                     f"{beam_size}"
                 )
         if self.namer is not None:  # the constrained search's step shapes, once
-            self._constrained(encoded, [self.namer.subject(0)], self.search)
+            self._constrained(
+                encoded, [self.namer.subject(0)], self.search, entities=self.entities(encoded)
+            )
 
     def read_image(self, path: Path | str) -> Image.Image:
         """An image file, decoded as the service decodes uploads (see `decode_upload`)."""
@@ -207,7 +218,8 @@ class CaptionPredictor:
             # The concept is evidence of its own: a terrier's caption may say "dog".
             allowed = [() if s is None else s.supported for s in found]
             penalty = self.claim_rule.word_penalty(evidence, allowed)
-        hypotheses = self._search(encoded, settings, penalty)
+        entities = self.entities(encoded, self.styles(settings.style, evidence))
+        hypotheses = self._search(encoded, settings, penalty, entities)
         subjects = found if settings.concepts else [None] * len(encoded)
         missing = []
         for index, subject in enumerate(subjects):
@@ -225,6 +237,7 @@ class CaptionPredictor:
                 chosen,  # type: ignore[arg-type]
                 settings,
                 None if penalty is None else penalty[missing],
+                None if entities is None else entities[missing],
             )
             for index, named in zip(missing, constrained, strict=True):
                 hypotheses[index] = named
@@ -262,21 +275,56 @@ class CaptionPredictor:
         plain = Caption(text, tuple(text.split(" ")), best.log_prob, best.score)
         return dataclasses.replace(result, captions=(plain, *result.captions[1:]))
 
-    def entities(self, encoded: EncodedImages) -> np.ndarray | None:
+    def entities(self, encoded: EncodedImages, styles: np.ndarray | int = 0) -> np.ndarray | None:
         """For a decoder conditioned on concepts, each image's input concept: its most specific
-        confident concept's index + 1, or 0 for none (None: the decoder takes no concepts)."""
+        confident concept's index + 1, or 0 for none (None: the decoder takes no concepts);
+        for one that also takes styles, with each image's style index (`condition_ids`)."""
         if not self.weights.entities or self.namer is None or encoded.concepts is None:
             return None
-        return self.namer.table.entities(encoded.concepts, self.namer.threshold)
+        concepts = self.namer.table.entities(encoded.concepts, self.namer.threshold)
+        if not self.weights.styles:
+            return concepts
+        return condition_ids(concepts, styles, self.weights.entities)
+
+    def styles(self, style: str | None, evidence: Sequence[Sequence[Evidence]]) -> np.ndarray | int:
+        """Each image's style index for `style`: a style's name, None for the photos' own (0),
+        or AUTO_STYLE: the photos' own where the evidence finds people or dogs (what Flickr8k
+        shows), OBJECT_STYLE's elsewhere."""
+        if style is None:
+            return 0
+        if not self.weights.styles:
+            raise SearchSettingsError(
+                "style", "is for a model trained with caption styles (--caption-styles)"
+            )
+        if style != AUTO_STYLE:
+            return self.style_index(style)
+        other = self.style_index(OBJECT_STYLE) if OBJECT_STYLE in self.style_names else 0
+        return np.array(
+            [
+                0 if any(e.label in PHOTO_STYLE_SUBJECTS for e in items) else other
+                for items in evidence
+            ]
+        )
+
+    def style_index(self, style: str) -> int:
+        """A style's index among the model's."""
+        if style not in self.style_names:
+            known = ", ".join(self.style_names) or "none"
+            raise SearchSettingsError("style", f"must be one of the model's styles ({known})")
+        return self.style_names.index(style)
 
     def _search(
-        self, encoded: EncodedImages, settings: SearchSettings, penalty: np.ndarray | None
+        self,
+        encoded: EncodedImages,
+        settings: SearchSettings,
+        penalty: np.ndarray | None,
+        entities: np.ndarray | None,
     ) -> list[list[Hypothesis]]:
         common = {
             "settings": settings,
             "runtime": self.decoder_step,
             "word_penalty": penalty,
-            "entities": self.entities(encoded),
+            "entities": entities,
         }
         if settings.beam_size == 1:
             found = greedy_decode(self.weights, encoded.grid, encoded.pooled, **common)
@@ -289,6 +337,7 @@ class CaptionPredictor:
         subjects: list[Subject],
         settings: SearchSettings,
         penalty: np.ndarray | None = None,
+        entities: np.ndarray | None = None,
     ) -> list[list[Hypothesis]]:
         return constrained_beam_search(
             self.weights,
@@ -298,7 +347,7 @@ class CaptionPredictor:
             settings=settings,
             runtime=self.decoder_step,
             word_penalty=penalty,
-            entities=self.entities(encoded),
+            entities=entities,
         )
 
     def caption_images(

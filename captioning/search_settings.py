@@ -43,6 +43,10 @@ class SearchSettings:
     # Write a word that claims a person, a dog, a cat or a number of them only where the
     # photo's evidence supports it (when the model has grounding); False: the decoder's words.
     grounding: bool = True
+    # For a decoder trained with caption styles: the corpus whose style the captions take
+    # ("flickr8k" is the photos' own), or "auto" (`captioning.predictor.AUTO_STYLE`); the
+    # predictor checks the name. None: the photos' own.
+    style: str | None = None
     # The model's longest caption: `max_length` may not exceed it. None: no model limit.
     length_limit: int | None = None
 

@@ -14,7 +14,8 @@ import pytest
 from captioning.bundle import load_bundle
 from captioning.concepts import ConceptTable
 from captioning.predictor import CaptionPredictor
-from captioning.types import EncodedImages
+from captioning.search_settings import SearchSettingsError
+from captioning.types import EncodedImages, Evidence
 from tests.support.fixtures import tiny_examples
 from tests.support.wordnet import write_wordnet
 from training.cli import main
@@ -38,7 +39,7 @@ def train_from_command_line(data: Path, base: Path, **changes) -> Path:
 def with_text(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("with-text")
     corpora = write_text_corpora(base / "caption-text")
-    return train_from_command_line(tiny_dataset[0], base, text_corpora=corpora)
+    return train_from_command_line(tiny_dataset[0], base, text_corpora=corpora, caption_styles=True)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,41 @@ def test_a_concept_only_text_taught_is_written_as_its_own_word(with_text, withou
     # No concept: the shapes' own captions, no zebra.
     shapes = EncodedImages(photos.grid, photos.pooled, np.zeros_like(zebras.concepts))
     assert not any("zebra" in r.best.tokens for r in predictor.generate(shapes, plain_search))
+
+
+def test_each_corpus_is_a_style_the_captions_can_be_written_in(with_text, without_text) -> None:
+    predictor = CaptionPredictor.from_artifacts(with_text)
+    assert predictor.style_names == ("flickr8k", *CORPORA)
+    assert "style_names" not in manifest(without_text)["decoder"]
+    table = predictor.concepts
+    assert table is not None
+    images = [image for _, image, _ in tiny_examples()]
+    photos = predictor.encode(predictor.preprocess(images))
+    no_photo = EncodedImages(
+        np.zeros_like(photos.grid),
+        np.zeros_like(photos.pooled),
+        one_hot(table, "zebra", len(photos)),
+    )
+    # COCO's style, as the text taught it (with no photo): the zebra's sentence.
+    coco = predictor.search.with_options(concepts=False, style="coco")
+    for result in predictor.generate(no_photo, coco):
+        assert "zebra" in result.best.tokens and len(result.best.tokens) >= 3, result.best
+    # Styles are the decoder's input: the same photos in another style get other ids.
+    evidence = predictor.evidence(photos)
+    flickr8k = predictor.entities(photos, predictor.styles(None, evidence))
+    conceptual = predictor.entities(photos, predictor.styles("conceptual", evidence))
+    assert flickr8k is not None and conceptual is not None
+    assert not np.array_equal(flickr8k, conceptual)
+    with pytest.raises(SearchSettingsError, match="style"):
+        predictor.generate(photos, predictor.search.with_options(style="shakespeare"))
+    plain = CaptionPredictor.from_artifacts(without_text)
+    with pytest.raises(SearchSettingsError, match="caption styles"):
+        plain.generate(photos, plain.search.with_options(style="coco"))
+
+
+def test_auto_writes_people_and_dogs_as_flickr8k_does_and_the_rest_as_coco(with_text) -> None:
+    predictor = CaptionPredictor.from_artifacts(with_text)
+    person, dog, cat = (Evidence(label, 0.9) for label in ("person", "dog", "cat"))
+    styles = predictor.styles("auto", [(person,), (cat, dog), (cat,), ()])
+    coco = predictor.style_names.index("coco")
+    assert list(styles) == [0, 0, coco, coco]
