@@ -6,7 +6,7 @@ Each round captions the same open-world photos one at a time through `predictor.
 each bundle encoded them once; the encoder is not timed.
 
     python -m benchmarks.experiments.decode_time_ab old-artifacts/ artifacts/ \\
-        --photos ../shared/openworld/imagenet-sample
+        --photos ../shared/openworld/imagenet-sample [--style auto]
 """
 
 from __future__ import annotations
@@ -32,12 +32,19 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, required=True, help="a folder of photos")
     parser.add_argument("--count", type=int, default=40, help="photos, spread over the folder")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--style", help="the style of the bundles trained with caption styles (e.g. auto)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     paths = class_named_photos(args.photos)
     paths = paths[:: max(1, len(paths) // args.count)][: args.count]
     predictors = {str(a): CaptionPredictor.from_artifacts(a) for a in args.artifacts}
+    settings = {
+        name: p.search.with_options(style=args.style if p.style_names else None)
+        for name, p in predictors.items()
+    }
     encoded = {
         name: p.encode(p.preprocess([p.read_image(path) for path in paths]))
         for name, p in predictors.items()
@@ -46,13 +53,16 @@ def main() -> None:
     words: dict[str, float] = {}
     with threadpool_limits(1, user_api="blas"):
         for name, predictor in predictors.items():  # warm-up, and the captions' lengths
-            results = [predictor.generate(encoded[name][i : i + 1])[0] for i in range(len(paths))]
+            results = [
+                predictor.generate(encoded[name][i : i + 1], settings[name])[0]
+                for i in range(len(paths))
+            ]
             words[name] = float(np.mean([len(r.best.tokens) for r in results]))
         for _ in range(args.rounds):
             for name, predictor in predictors.items():
                 started = time.perf_counter()
                 for index in range(len(paths)):
-                    predictor.generate(encoded[name][index : index + 1])
+                    predictor.generate(encoded[name][index : index + 1], settings[name])
                 per_caption[name].append((time.perf_counter() - started) / len(paths) * 1000)
     first = next(iter(predictors))
     report = {
