@@ -103,6 +103,11 @@ class CaptionPredictor:
                     f"concepts.json has {concepts}: they come from different trainings"
                 )
         self.style_names: tuple[str, ...] = tuple(self.manifest["decoder"].get("style_names", ()))
+        if self.weights.styles and len(self.style_names) != self.weights.styles + 1:
+            raise ArtifactError(
+                f"decoder.keras has {self.weights.styles + 1} caption styles, but the manifest "
+                f"names {len(self.style_names)} (decoder.style_names)"
+            )
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:

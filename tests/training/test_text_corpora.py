@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from captioning.bundle import load_bundle
+from captioning.bundle import ArtifactError, load_bundle
 from captioning.concepts import ConceptTable
 from captioning.predictor import CaptionPredictor
 from captioning.search_settings import SearchSettingsError
@@ -129,6 +130,18 @@ def test_each_corpus_is_a_style_the_captions_can_be_written_in(with_text, withou
     plain = CaptionPredictor.from_artifacts(without_text)
     with pytest.raises(SearchSettingsError, match="caption styles"):
         plain.generate(photos, plain.search.with_options(style="coco"))
+
+
+def test_a_manifest_that_names_other_styles_than_the_decoder_has_is_refused(
+    with_text, tmp_path
+) -> None:
+    copy = tmp_path / "artifacts"
+    shutil.copytree(with_text, copy)
+    record = manifest(copy)
+    record["decoder"]["style_names"] = ["flickr8k", "coco"]
+    (copy / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="caption styles"):
+        CaptionPredictor.from_artifacts(copy)
 
 
 def test_auto_writes_people_and_dogs_as_flickr8k_does_and_the_rest_as_coco(with_text) -> None:
