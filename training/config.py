@@ -140,8 +140,8 @@ class TrainConfig:
     )
     caption_styles: bool = option(
         False,
-        "with --text-corpora, tell the decoder which corpus wrote each caption (a learned style "
-        "vector beside the concept's); the service picks a style per photo",
+        "with --text-corpora, tell the decoder which corpus wrote each caption (a learned vector "
+        "per corpus, added to the concept's); --style picks one when captioning",
         flag="--caption-styles",
     )
     text_groups_per_epoch: int = option(
