@@ -1,5 +1,6 @@
 """Grounding's rule: a word that claims a person, a dog, a cat, or two or more of them, is
-written only where the photo's evidence supports it.
+written only where the photo's evidence supports it; so is a word that only a living thing
+does or has ("running", "its mouth"): a violin is not playing, a glove has no mouth.
 
 `grounding.json` (built by `training`, from WordNet) lists the claims: for each evidence label
 and count, the vocabulary words that need it ("man" needs a person, "men" two or more, "shirt"
@@ -22,6 +23,8 @@ from captioning.text import Vocabulary
 from captioning.types import Evidence
 
 ANY_LABEL = "*"  # a claim that any label's evidence can meet ("two" of whatever it is)
+# A claim's label may list alternatives, any of which meets it: "person|dog|cat|animal".
+ALTERNATIVES = "|"
 # A grounded caption scoring below this (log-prob per word) is word salad: the decoder, kept
 # from its usual noun ("a small brown and white ... dog"), strings adjectives together. No
 # caption without grounding scores this low on the shared photos (docs/experiments.md); such
@@ -47,7 +50,7 @@ def is_word_salad(words: Sequence[str], score: float) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    label: str  # an evidence label, or ANY_LABEL
+    label: str  # an evidence label, labels joined by ALTERNATIVES, or ANY_LABEL
     count: int  # 1: present; 2: two or more
     words: tuple[str, ...]
 
@@ -55,7 +58,7 @@ class Claim:
         """Whether evidence counts {label: 1 or 2} meet this claim."""
         if self.label == ANY_LABEL:
             return any(count >= self.count for count in counts.values())
-        return counts.get(self.label, 0) >= self.count
+        return any(counts.get(label, 0) >= self.count for label in self.label.split(ALTERNATIVES))
 
     @classmethod
     def from_plain(cls, data: dict) -> Claim:

@@ -24,6 +24,10 @@ person is also claimed by
   thing is in it ("a hair slide in a hat"), but "a finch in a yellow shirt" claims a person;
 - crowd, couple, audience, team, family, unless "of ..." follows ("a couple of dogs").
 
+A living thing is claimed, without saying which, by what only a living thing does or has
+(`LIVING_WORDS`: "running", "playing", "looking", "its mouth"): said of a violin or a glove,
+they are false whatever else the caption says.
+
 How many: a plural claims two or more, a number or count word before the noun its number
 ("two dogs", "a group of people": `COUNT_WORDS`). A caption's claim for a group adds up its
 nouns ("two men and a woman": 3); pronouns and clothing only say that there is one.
@@ -43,6 +47,9 @@ CHECKED = (PERSON, DOG, CAT)
 ANY = "*"  # a claim any checked group's evidence can support ("two" of whatever it is)
 # Word classes that only claim a person in context: clothing, other animals, other things.
 WORN, ANIMAL, THING = "worn", "animal", "thing"
+# A claim that a person's, a dog's, a cat's or another animal's evidence meets
+# (`captioning.claims.ALTERNATIVES`).
+LIVING = "|".join((PERSON, DOG, CAT, ANIMAL))
 
 # group -> (synset offset, whether its hyponyms count too)
 ROOTS: dict[str, tuple[tuple[str, bool], ...]] = {
@@ -84,6 +91,28 @@ CAPTION_NOT_ANIMALS = frozenset(
     | {"posters", "teal", "bug", "young", "human"}
 )
 WEAR_WORDS = frozenset({"in", "wearing", "wears", "wear", "wore", "dressed"})
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# What captions say only a living thing does or has: Flickr8k's verbs of people and dogs at
+# play, and parts of a face and hands ("with a ball in its mouth", "in its hand"). Not the
+# postures that things take too (standing, sitting, lying, hanging), what machines and water
+# do (flying, racing, floating, splashing), nor forms that name things ("a watch", "a ride").
+LIVING_WORDS = _words(
+    """run runs running ran jump jumps jumping jumped leap leaps leaping play plays playing
+    played riding rode walk walks walking swim swims swimming swam climb climbs climbing
+    chase chases chasing catch catches catching caught carry carries carrying hold holds
+    holding eat eats eating bite bites biting chew chews chewing lick licks licking sniff
+    sniffs sniffing fetch fetches fetching dig digs digging bark barks barking look looks
+    looking watching smile smiles smiling laugh laughs laughing pose poses posing dance
+    dances dancing sing sings singing throw throws throwing kick kicks kicking pull pulls
+    pulling push pushes pushing perform performs performing wear wears wearing wade wades
+    wading crawl crawls crawling hug hugs hugging kiss kisses kissing drinking sleep sleeps
+    sleeping skiing surfing skateboarding mouth mouths tongue teeth paw paws hand hands"""
+)
 # Words that end the phrase a count word or a wear word governs.
 PHRASE_BREAKS = frozenset(
     {
@@ -257,8 +286,9 @@ class Lexicon:
     def claims(self, words: Iterable[str]) -> list[dict]:
         """What evidence each word needs before a caption may say it, as grounding.json's
         `claims`: a person, a dog or a cat (its nouns, and for a person also pronouns and
-        worn clothing), another animal ("bird", "horse"), two or more of one (plurals,
-        collectives), or two or more of any (count words: "two", "group")."""
+        worn clothing), another animal ("bird", "horse"), any living thing (`LIVING_WORDS`),
+        two or more of one (plurals, collectives), or two or more of any (count words: "two",
+        "group")."""
         needs: dict[tuple[str, int], set[str]] = {}
         for word in words:
             for label, count in self._needs(word):
@@ -269,7 +299,7 @@ class Lexicon:
         ]
 
     def _needs(self, word: str) -> list[tuple[str, int]]:
-        needs = []
+        needs = [(LIVING, 1)] if word in LIVING_WORDS else []
         if word in PRONOUNS:
             needs.append((PERSON, 1))
         if COUNT_WORDS.get(word, 1) >= 2:

@@ -10,9 +10,12 @@ With labels (`read_labels`: for each photo, whether a person, a dog, a cat is vi
 reference caption) it also measures grounding: a caption that mentions a person, a dog or a
 cat (`training.mentions`) on a photo without one names a phantom; the phantom rate of a group
 is the share of the photos without it whose caption mentions it. A caption is grounded when
-it names the subject and no phantom. CIDEr-D is against the single reference (pycocoevalcap's
-CIDEr, which is CIDEr-D, document frequencies from these references; PTB-tokenised where
-Java is, as `evaluate` scores): rough, with one reference.
+it names the subject and no phantom. On photos of things (the last group) without a person, a
+dog or a cat, a caption that says what only a living thing does or has (`LIVING_WORDS`: "a
+violin is playing", "with a ball in its mouth") gives them a life they lack. CIDEr-D is
+against the single reference (pycocoevalcap's CIDEr, which is CIDEr-D, document frequencies
+from these references; PTB-tokenised where Java is, as `evaluate` scores): rough, with one
+reference.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from captioning.text import normalize_caption
 from captioning.types import CaptionResult
 from training.concepts import GENERIC_SYNSETS
 from training.evaluate import caption_files, expand_paths
-from training.mentions import CHECKED, Lexicon
+from training.mentions import CHECKED, LIVING_WORDS, Lexicon
 from training.metrics import java_available, score_captions
 from training.wordnet import WordNet
 
@@ -243,6 +246,9 @@ def _row(
             phantoms=phantoms,
             grounded=row["named"] and not phantoms,
         )
+        if row["group"] == OTHER_GROUP and not any(label.shows(g) for g in CHECKED):
+            said = normalize_caption(row["caption"] or "")
+            row["living_words"] = sorted(LIVING_WORDS.intersection(said))
     return row
 
 
@@ -279,9 +285,17 @@ def _grounding(rows: list[dict]) -> dict:
             "mentioned": mentioned,
             "rate": round(mentioned / len(without), 4) if without else None,
         }
+    lifeless = [r for r in labelled if "living_words" in r]
+    given_life = sum(bool(r["living_words"]) for r in lifeless)
     return {
         "labelled": len(labelled),
         "phantom": phantom,
+        # photos of things with no person, dog or cat whose caption gives them life
+        "living_words": {
+            "photos_without": len(lifeless),
+            "mentioned": given_life,
+            "rate": round(given_life / len(lifeless), 4) if lifeless else None,
+        },
         "grounded": round(sum(r["grounded"] for r in labelled) / len(labelled), 4),
         "CIDEr-D": round(sum(r["cider"] for r in labelled) / len(labelled), 4),
     }
@@ -348,6 +362,8 @@ def _photo_html(path: Path, evidence: list[dict]) -> str:
 def _flags(row: dict) -> list[tuple[str, str]]:
     """(css class, text) badges: what is wrong with the caption first."""
     flags = [("bad", f"phantom {group}") for group in row.get("phantoms", [])]
+    if row.get("living_words"):
+        flags.append(("bad", "given life: " + " ".join(row["living_words"])))
     flags.append(("good", "subject named") if row["named"] else ("bad", "subject missed"))
     if "grounded" in row:
         flags.append(("good", "grounded") if row["grounded"] else ("bad", "not grounded"))

@@ -41,6 +41,15 @@ def test_the_penalty_forbids_unmet_words_except_the_allowed() -> None:
     assert forbidden == [{"man", "shirt", "two"}, {"men", "two"}]
 
 
+def test_a_claim_with_alternatives_is_met_by_any_of_them() -> None:
+    vocabulary = Vocabulary.build([["a", "violin", "is", "playing", "man"]], 1)
+    claims = ClaimRule([Claim("person|dog|cat|animal", 1, ("playing",))], vocabulary)
+    assert claims.forbidden_words([]) == {"playing"}
+    assert claims.forbidden_words([Evidence("dog", 0.4, None)]) == set()
+    assert claims.forbidden_words([Evidence("animal", 0.9, None)]) == set()
+    assert claims.forbidden_words([Evidence("grass", 0.9, None)]) == {"playing"}
+
+
 def words(caption: str) -> list[str]:
     return caption.split(" ")
 

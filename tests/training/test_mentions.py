@@ -93,9 +93,11 @@ def test_claimed_counts(lexicon: Lexicon, caption: str, person: int, dog: int, c
 
 def test_claims_say_what_evidence_each_word_needs(lexicon: Lexicon) -> None:
     words = ["a", "man", "men", "people", "shirt", "he", "dog", "dogs", "cat", "two", "one"]
-    words += ["crowd", "grass", "wolf", "hot dog"]
+    words += ["crowd", "grass", "wolf", "hot dog", "running", "mouth", "standing"]
     claims = {(c["label"], c["count"]): c["words"] for c in lexicon.claims(words)}
     assert claims == {
+        # what only a living thing does or has: a person's, a dog's or an animal's evidence
+        ("person|dog|cat|animal", 1): ["mouth", "running"],
         ("*", 2): ["crowd", "two"],  # a count word: two or more of whatever is counted
         ("animal", 1): ["wolf"],  # another animal: ImageNet's animal classes must agree
         ("cat", 1): ["cat"],

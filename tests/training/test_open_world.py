@@ -108,6 +108,8 @@ def test_grounding_scores_overall_and_by_group(
         "cat": {"photos_without": 5, "mentioned": 0, "rate": 0.0},
     }
     assert summary["grounded"] == round(2 / 6, 4)  # the Labrador and the crane
+    # the one photo of a thing with no one in it, and its dog "looking" at the hot dog
+    assert summary["living_words"] == {"photos_without": 1, "mentioned": 1, "rate": 1.0}
     birds = summary["by_group"]["birds"]  # the owl and the crane
     assert (birds["grounded"], birds["phantom"]["person"]["rate"]) == (0.5, 0.5)
     assert summary["by_group"]["dogs"]["phantom"]["dog"]["rate"] is None  # no photo without
@@ -133,6 +135,7 @@ def test_the_report_shows_flags_references_and_boxes(
     report = (output / "open_world.html").read_text()
     assert report.count("<figure") == len(PHOTOS)
     assert "phantom person" in report and "reference: an owl on a branch" in report
+    assert "given life: looking" in report
     assert '<svg viewBox="0 0 64 48"' in report  # the box, in the photo's own pixels
     assert '<rect x="4.0" y="6.0" width="36.0" height="44.0"/>' in report
     assert "evidence: dog 0.90 x1" in report
