@@ -55,8 +55,9 @@ class CaptionOptions(BaseModel):
     attention: bool = Field(False, description="Return the attention map of every word.")
     grounding: bool | None = Field(
         None,
-        description="Mention people, dogs, cats and how many of them only where the photo's "
-        "evidence (the `evidence` in the answer) supports it. Default: the server's (on); "
+        description="Mention people, dogs, cats, other animals, how many of them, and what only "
+        "the living do ('playing', 'in its mouth') only where the photo's evidence (the "
+        "`evidence` in the answer) supports it. Default: the server's (on); "
         "false gives the decoder's own words.",
     )
     concepts: bool | None = Field(
@@ -127,8 +128,9 @@ class CaptionResponse(BaseModel):
     )
     evidence: list[EvidenceItem] = Field(
         default_factory=list,
-        description="What grounding found in the photo, which decides the people, animals "
-        "and counts a caption may mention. Empty when grounding is off or the model has none.",
+        description="What grounding found in the photo, which decides the people, animals, "
+        "counts and doings of the living a caption may mention. Empty when grounding is off "
+        "or the model has none.",
         examples=[[{"label": "person", "score": 0.97, "count": 2}]],
     )
     width: int = Field(description="Image width after EXIF rotation.", examples=[640])

@@ -208,11 +208,11 @@ class CaptionPredictor:
     ) -> list[CaptionResult]:
         """n-best captions for each encoded image, best first, with its tags and evidence.
 
-        With `settings.grounding`, a word that claims a person, a dog, a cat, another animal or
-        two of them is written only where the evidence (or the photo's confident concept)
-        supports it, and word salad becomes the concept named plainly. With
-        `settings.concepts`, an image whose caption does not name its most specific confident
-        concept is decoded again, constrained to name it."""
+        With `settings.grounding`, a word that claims a person, a dog, a cat, another animal,
+        two of them or any living thing ("playing") is written only where the evidence (or the
+        photo's confident concept) supports it, and word salad becomes the concept named
+        plainly. With `settings.concepts`, an image whose caption does not name its most
+        specific confident concept is decoded again, constrained to name it."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
         found: list[Subject | None] = [None] * len(encoded)

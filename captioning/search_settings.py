@@ -40,8 +40,9 @@ class SearchSettings:
     # Name the photo's most specific confident concept (when the model has concepts); False
     # gives the captions of the decoder alone.
     concepts: bool = True
-    # Write a word that claims a person, a dog, a cat or a number of them only where the
-    # photo's evidence supports it (when the model has grounding); False: the decoder's words.
+    # Write a word that claims a person, a dog, a cat, a number of them or a living thing
+    # ("playing") only where the photo's evidence supports it (when the model has grounding);
+    # False: the decoder's words.
     grounding: bool = True
     # For a decoder trained with caption styles: the corpus whose style the captions take
     # ("flickr8k" is the photos' own), or "auto" (`captioning.predictor.AUTO_STYLE`); the
