@@ -27,17 +27,13 @@ from captioning.decoder_step import sigmoid
 from captioning.grounding import CLASS_GROUPS, POOLED, ClassGroups, EvidenceHeads, Head, Normaliser
 from captioning.text import normalize_caption
 from training.data import Split
-from training.mentions import CHECKED, Lexicon
+from training.mentions import CHECKED, Lexicon, words
 from training.wordnet import WordNet
 
 if TYPE_CHECKING:
     from captioning.predictor import CaptionPredictor
 
 logger = logging.getLogger(__name__)
-
-
-def words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
 
 
 # Scenery and objects the decoder likes to say, mentioned or not (no count); optional heads.

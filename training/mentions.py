@@ -93,7 +93,8 @@ CAPTION_NOT_ANIMALS = frozenset(
 WEAR_WORDS = frozenset({"in", "wearing", "wears", "wear", "wore", "dressed"})
 
 
-def _words(text: str) -> frozenset[str]:
+def words(text: str) -> frozenset[str]:
+    """The words of a whitespace-separated list."""
     return frozenset(text.split())
 
 
@@ -101,7 +102,7 @@ def _words(text: str) -> frozenset[str]:
 # play, and parts of a face and hands ("with a ball in its mouth", "in its hand"). Not the
 # postures that things take too (standing, sitting, lying, hanging), what machines and water
 # do (flying, racing, floating, splashing), nor forms that name things ("a watch", "a ride").
-LIVING_WORDS = _words(
+LIVING_WORDS = words(
     """run runs running ran jump jumps jumping jumped leap leaps leaping play plays playing
     played riding rode walk walks walking swim swims swimming swam climb climbs climbing
     chase chases chasing catch catches catching caught carry carries carrying hold holds
