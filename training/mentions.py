@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from captioning.claims import ALTERNATIVES
 from training.wordnet import DEFAULT_WORDNET_DIR, MIN_TAGGED, WordNet
 
 PERSON, DOG, CAT = "person", "dog", "cat"
@@ -47,9 +48,8 @@ CHECKED = (PERSON, DOG, CAT)
 ANY = "*"  # a claim any checked group's evidence can support ("two" of whatever it is)
 # Word classes that only claim a person in context: clothing, other animals, other things.
 WORN, ANIMAL, THING = "worn", "animal", "thing"
-# A claim that a person's, a dog's, a cat's or another animal's evidence meets
-# (`captioning.claims.ALTERNATIVES`).
-LIVING = "|".join((PERSON, DOG, CAT, ANIMAL))
+# A claim that a person's, a dog's, a cat's or another animal's evidence meets.
+LIVING = ALTERNATIVES.join((PERSON, DOG, CAT, ANIMAL))
 
 # group -> (synset offset, whether its hyponyms count too)
 ROOTS: dict[str, tuple[tuple[str, bool], ...]] = {
