@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     concepts: bool = True
     # Captions mention people, dogs and cats only with evidence (a request's `grounding` overrides).
     grounding: bool = True
+    # Captions of photos without people or dogs stop where the decoder is unsure (a request's
+    # `min_word_probability` overrides). None: captioning's default; 0: whole sentences.
+    min_word_probability: float | None = Field(None, ge=0.0, lt=1.0)
     # Longest a request may wait for its captions; also bounds the drain on shutdown.
     request_timeout_s: float = Field(30.0, gt=0)
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from captioning.search_settings import MAX_BEAM_SIZE
+from captioning.search_settings import DEFAULT_MIN_WORD_PROBABILITY, MAX_BEAM_SIZE
 
 # Upper bound on max_length before the model is known; the model's own maximum is checked too.
 MAX_CAPTION_WORDS = 50
@@ -50,7 +50,11 @@ class CaptionOptions(BaseModel):
         description="Longest caption in words. Default and upper bound: the model's maximum.",
     )
     num_captions: int = Field(
-        1, ge=1, le=MAX_BEAM_SIZE, description="How many of the best captions to return (≤ beam)."
+        1,
+        ge=1,
+        le=MAX_BEAM_SIZE,
+        description="How many of the best captions to return (≤ beam); fewer where two of "
+        "them come out the same once cut (`min_word_probability`).",
     )
     attention: bool = Field(False, description="Return the attention map of every word.")
     grounding: bool | None = Field(
@@ -65,6 +69,16 @@ class CaptionOptions(BaseModel):
         description="Name the photo's most confident concept (its most specific tag) in the "
         "caption when the decoder does not. Default: the server's (on); false gives the "
         "decoder's own captions. Tags are returned either way.",
+    )
+    min_word_probability: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="On a photo without people or dogs (where the decoder guesses the setting), "
+        "name the subject first and cut the caption before the first phrase after it holding "
+        "a word the decoder gave less than this probability: 'a zebra', not 'a large zebra "
+        "is riding on a dirt path'. 0 gives whole sentences. Default: the server's "
+        f"({DEFAULT_MIN_WORD_PROBABILITY}).",
     )
 
 
@@ -119,7 +133,9 @@ class Timings(BaseModel):
 
 class CaptionResponse(BaseModel):
     caption: str = Field(description="The best caption.", examples=["a dog runs through the grass"])
-    captions: list[CaptionHypothesis] = Field(description="The n-best captions, best first.")
+    captions: list[CaptionHypothesis] = Field(
+        description="The n-best captions, best first (in the search's order)."
+    )
     tags: list[TagItem] = Field(
         description="What the image shows, as words with probabilities, most likely first: the "
         "concepts at or above the model's threshold (manifest `concepts.threshold`, 0.4). "

@@ -137,6 +137,7 @@ class CaptionService:
             beam_size=settings.default_beam_size,
             concepts=settings.concepts,
             grounding=settings.grounding,
+            min_word_probability=settings.min_word_probability,
         )
         self._ready = Ready(predictor, self._batcher, search)
         self.state = State.READY

@@ -18,7 +18,7 @@ from PIL import Image
 
 from captioning.images import ImageError
 from captioning.predictor import CaptionPredictor
-from captioning.search_settings import SearchSettings
+from captioning.search_settings import DEFAULT_MIN_WORD_PROBABILITY, SearchSettings
 from captioning.types import CaptionResult
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,13 @@ def add_caption_options(parser: argparse.ArgumentParser) -> None:
         "(the manifest's decoder.style_names), or auto: Flickr8k's where grounding finds "
         "people or dogs, COCO's elsewhere (default: Flickr8k's)",
     )
+    parser.add_argument(
+        "--min-word-probability",
+        type=float,
+        help="on photos without people or dogs, cut the caption before the first phrase after "
+        "its subject holding a word the decoder gave less than this; 0: whole sentences "
+        f"(default: {DEFAULT_MIN_WORD_PROBABILITY})",
+    )
 
 
 def search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +70,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
         "concepts": False if getattr(args, "no_concepts", False) else None,
         "grounding": False if getattr(args, "no_grounding", False) else None,
         "style": getattr(args, "style", None),
+        "min_word_probability": getattr(args, "min_word_probability", None),
     }
 
 

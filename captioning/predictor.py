@@ -16,6 +16,7 @@ from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
+from captioning.phrases import NAME_WITHIN, phrase_kinds, sure_length
 from captioning.runtime import (
     DEFAULT_RUNTIME,
     EncoderRuntime,
@@ -38,12 +39,15 @@ from captioning.types import Caption, CaptionResult, EncodedImages, Evidence
 
 logger = logging.getLogger(__name__)
 
+# What Flickr8k's photos show: where grounding finds one of them, the decoder knows the scene;
+# elsewhere it guesses the setting, so its captions stop where it is unsure
+# (`SearchSettings.min_word_probability`).
+SCENE_SUBJECTS = ("person", "dog")
 # For a decoder trained with caption styles (`--caption-styles`): the style "auto" writes
-# photos where grounding finds people or dogs, what Flickr8k shows, in Flickr8k's own style,
-# and the rest in COCO's, the corpus of everyday things (docs/experiments.md).
+# photos of Flickr8k's scenes in Flickr8k's own style, and the rest in COCO's, the corpus of
+# everyday things (docs/experiments.md).
 AUTO_STYLE = "auto"
 OBJECT_STYLE = "coco"
-PHOTO_STYLE_SUBJECTS = ("person", "dog")
 
 
 class CaptionPredictor:
@@ -108,6 +112,7 @@ class CaptionPredictor:
                 f"decoder.keras has {self.weights.styles + 1} caption styles, but the manifest "
                 f"names {len(self.style_names)} (decoder.style_names)"
             )
+        self.phrase_kinds = phrase_kinds(self.vocabulary)
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -226,14 +231,21 @@ class CaptionPredictor:
         entities = self.entities(encoded, self.styles(settings.style, evidence))
         hypotheses = self._search(encoded, settings, penalty, entities)
         subjects = found if settings.concepts else [None] * len(encoded)
+        # Photos outside Flickr8k's scenes get captions that name their subject first and
+        # stop where the decoder is unsure (none when min_word_probability is 0).
+        unsure = guesses_scene(evidence) & (settings.min_word_probability > 0.0)
+        name_within = np.where(unsure, NAME_WITHIN, 0)
         missing = []
         for index, subject in enumerate(subjects):
             best = hypotheses[index][0].token_ids
             if subject is None:
                 continue
-            if subject.named.intersection(best):
+            first = _first_position(best, subject.named | subject.written.keys())
+            if first is not None and name_within[index] and first >= name_within[index]:
+                missing.append(index)  # named, but late: a thing in the background
+            elif subject.named.intersection(best):
                 subjects[index] = None  # the decoder named it already, in its own words
-            elif not subject.written.keys() & set(best):
+            elif first is None:
                 missing.append(index)
         if missing:
             chosen = [subjects[i] for i in missing]
@@ -243,9 +255,16 @@ class CaptionPredictor:
                 settings,
                 None if penalty is None else penalty[missing],
                 None if entities is None else entities[missing],
+                name_within[missing],
             )
             for index, named in zip(missing, constrained, strict=True):
                 hypotheses[index] = named
+        hypotheses = [
+            _distinct([self._sure_part(h, subject, settings) for h in per_image])
+            if cut
+            else per_image
+            for per_image, subject, cut in zip(hypotheses, found, unsure, strict=True)
+        ]
         results = [
             CaptionResult(
                 tuple(self._to_caption(h, subject) for h in per_image), tags=tags, evidence=items
@@ -260,6 +279,32 @@ class CaptionPredictor:
                 for i, (r, s) in enumerate(zip(results, found, strict=True))
             ]
         return results
+
+    def _sure_part(
+        self, hypothesis: Hypothesis, subject: Subject | None, settings: SearchSettings
+    ) -> Hypothesis:
+        """The hypothesis cut before its first phrase after the subject (the concept's word,
+        or else the first word) holding a word below `settings.min_word_probability`."""
+        ids = hypothesis.token_ids
+        subject_tokens = set() if subject is None else subject.named | subject.written.keys()
+        position = next((i for i, token in enumerate(ids) if token in subject_tokens), 0)
+        length = sure_length(
+            ids,
+            hypothesis.word_log_probs,
+            self.phrase_kinds,
+            keep=position + 1,
+            min_probability=settings.min_word_probability,
+        )
+        if length == len(ids):
+            return hypothesis
+        log_prob = float(sum(hypothesis.word_log_probs[:length]))
+        return Hypothesis(
+            token_ids=ids[:length],
+            log_prob=log_prob,
+            score=log_prob / max(length, 1) ** settings.length_penalty,
+            attention=None if hypothesis.attention is None else hypothesis.attention[:length],
+            word_log_probs=hypothesis.word_log_probs[:length],
+        )
 
     def _fluent(
         self, result: CaptionResult, subject: Subject | None, encoded: EncodedImages, index: int
@@ -304,12 +349,7 @@ class CaptionPredictor:
         if style != AUTO_STYLE:
             return self.style_index(style)
         other = self.style_index(OBJECT_STYLE) if OBJECT_STYLE in self.style_names else 0
-        return np.array(
-            [
-                0 if any(e.label in PHOTO_STYLE_SUBJECTS for e in items) else other
-                for items in evidence
-            ]
-        )
+        return np.array([other if guessing else 0 for guessing in guesses_scene(evidence)])
 
     def style_index(self, style: str) -> int:
         """A style's index among the model's."""
@@ -343,6 +383,7 @@ class CaptionPredictor:
         settings: SearchSettings,
         penalty: np.ndarray | None = None,
         entities: np.ndarray | None = None,
+        name_within: np.ndarray | None = None,
     ) -> list[list[Hypothesis]]:
         return constrained_beam_search(
             self.weights,
@@ -353,6 +394,7 @@ class CaptionPredictor:
             runtime=self.decoder_step,
             word_penalty=penalty,
             entities=entities,
+            name_within=name_within,
         )
 
     def caption_images(
@@ -387,6 +429,27 @@ class CaptionPredictor:
             score=hypothesis.score,
             attention=attention,
         )
+
+
+def guesses_scene(evidence: Sequence[Sequence[Evidence]]) -> np.ndarray:
+    """(images,) bool: where grounding finds none of Flickr8k's subjects (`SCENE_SUBJECTS`),
+    so the decoder's setting is a guess; every image when the model has no grounding."""
+    return np.array([not any(e.label in SCENE_SUBJECTS for e in items) for items in evidence], bool)
+
+
+def _distinct(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
+    """The n-best without repeats (two captions cut to the same words), in the search's order."""
+    seen: set[tuple[int, ...]] = set()
+    kept = []
+    for hypothesis in hypotheses:
+        if hypothesis.token_ids not in seen:
+            seen.add(hypothesis.token_ids)
+            kept.append(hypothesis)
+    return kept
+
+
+def _first_position(token_ids: Sequence[int], tokens: frozenset[int]) -> int | None:
+    return next((i for i, token in enumerate(token_ids) if token in tokens), None)
 
 
 def _model_search_settings(decoder: dict) -> SearchSettings:

@@ -32,6 +32,9 @@ class Hypothesis:
     log_prob: float
     score: float
     attention: np.ndarray | None  # (len(token_ids), regions)
+    # Each word's own log-probability as the search chose it (grounding's penalty included),
+    # <end> left out: how sure the decoder was of each word.
+    word_log_probs: tuple[float, ...] = ()
 
 
 def _only_end(log_probs: np.ndarray) -> np.ndarray:
@@ -87,6 +90,7 @@ def greedy_decode(
     done = np.zeros(batch, bool)
     log_prob = np.zeros(batch, np.float64)
     generated: list[np.ndarray] = []
+    chosen: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     for step in range(max_length + 1):  # the words, then <end>
         log_probs, h, c, attention = stepper.step(tokens, h, c, beams=1)
@@ -97,7 +101,8 @@ def greedy_decode(
         elif ngram and generated:
             _block_repeated_ngrams(log_probs, np.stack(generated, 1), ngram)
         tokens = log_probs.argmax(axis=1)
-        log_prob += np.where(done, 0.0, log_probs[rows, tokens])
+        chosen.append(log_probs[rows, tokens])
+        log_prob += np.where(done, 0.0, chosen[-1])
         tokens = np.where(done, PAD_ID, tokens)
         generated.append(tokens)
         maps.append(attention)
@@ -105,12 +110,14 @@ def greedy_decode(
         if done.all():
             break
     history, attention_maps = np.stack(generated, 1), np.stack(maps, 1)
+    word_log_probs = np.stack(chosen, 1)
     hypotheses = []
     for row in range(batch):
         words = _words_until_end(history[row])
         kept = attention_maps[row, : len(words)].copy() if settings.return_attention else None
         score = _length_score(log_prob[row], len(words) + 1, settings.length_penalty)
-        hypotheses.append(Hypothesis(words, float(log_prob[row]), score, kept))
+        each = tuple(float(p) for p in word_log_probs[row, : len(words)])
+        hypotheses.append(Hypothesis(words, float(log_prob[row]), score, kept, each))
     return hypotheses
 
 
@@ -196,6 +203,7 @@ class _Beams:
     lengths: np.ndarray  # words so far, <end> included
     finished: np.ndarray
     history: np.ndarray  # (rows, steps) words
+    totals: np.ndarray  # (rows, steps) the log-prob after each step: each word's is a difference
     maps: np.ndarray  # (rows, steps, regions), or no steps without attention
     keep_attention: bool
 
@@ -215,6 +223,7 @@ class _Beams:
             lengths=np.zeros(rows, np.int64),
             finished=np.zeros(rows, bool),
             history=np.zeros((rows, 0), np.int64),
+            totals=np.zeros((rows, 0), np.float64),
             maps=np.zeros((rows, 0, stepper.keys.shape[1]), np.float32),
             keep_attention=keep_attention,
         )
@@ -237,6 +246,7 @@ class _Beams:
         self.lengths = self.lengths[parent] + ~was_finished
         self.finished = was_finished | (word == END_ID)
         self.history = np.concatenate([self.history[parent], word[:, None]], axis=1)
+        self.totals = np.concatenate([self.totals[parent], log_prob[:, None]], axis=1)
         if self.keep_attention:
             self.maps = np.concatenate([self.maps[parent], attention[parent, None]], axis=1)
         self.h, self.c, self.tokens, self.log_prob = h[parent], c[parent], word, log_prob
@@ -255,21 +265,37 @@ class _Beams:
         for index in np.flatnonzero(done):
             rows = slice(index * width + first, (index + 1) * width)
             results[active[index]] = _FinishedBeams(
-                self.history[rows], self.maps[rows], self.log_prob[rows], self.lengths[rows]
+                self.history[rows],
+                self.totals[rows],
+                self.maps[rows],
+                self.log_prob[rows],
+                self.lengths[rows],
             )
         keep = np.flatnonzero(~done)
         if len(keep):
             kept = (keep[:, None] * width + np.arange(width)).reshape(-1)
-            for name in ("h", "c", "tokens", "log_prob", "lengths", "finished", "history", "maps"):
+            for name in (
+                "h",
+                "c",
+                "tokens",
+                "log_prob",
+                "lengths",
+                "finished",
+                "history",
+                "totals",
+                "maps",
+            ):
                 setattr(self, name, getattr(self, name)[kept])
         return keep
 
 
 @dataclass(frozen=True)
 class _FinishedBeams:
-    """One image's beams when its search ended: words, attention maps, log-probs, lengths."""
+    """One image's beams when its search ended: words, log-probs after each step, attention
+    maps, log-probs, lengths."""
 
     history: np.ndarray  # (beam_size, steps)
+    totals: np.ndarray  # (beam_size, steps)
     maps: np.ndarray  # (beam_size, steps, regions), or no steps without attention
     log_prob: np.ndarray  # (beam_size,)
     lengths: np.ndarray  # (beam_size,)
@@ -287,12 +313,15 @@ def _collect_beams(
             if not np.isfinite(log_prob) and hypotheses:
                 continue  # a beam that never came alive (tiny vocabulary); keep at least one
             words = _words_until_end(image.history[beam])
+            totals = image.totals[beam, : len(words)]
+            each = np.diff(totals, prepend=0.0) if len(words) else totals
             hypotheses.append(
                 Hypothesis(
                     token_ids=words,
                     log_prob=log_prob,
                     score=_length_score(log_prob, int(image.lengths[beam]), length_penalty),
                     attention=image.maps[beam, : len(words)].copy() if return_attention else None,
+                    word_log_probs=tuple(float(p) for p in each),
                 )
             )
         hypotheses.sort(key=lambda hyp: -hyp.score)
@@ -310,9 +339,11 @@ def constrained_beam_search(
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
     entities: np.ndarray | None = None,
+    name_within: np.ndarray | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search whose captions must contain one of the words `required[i]` for image i
-    (a word and its plural, say).
+    (a word and its plural, say), among their first `name_within[i]` words if that is above 0
+    (so that it is the caption's subject, not a thing in the background).
 
     Constrained beam search (Anderson et al. 2017) with one such word: each image keeps two beams
     of `beam_size`, one of captions that do not have the word yet and one of captions that
@@ -346,8 +377,12 @@ def constrained_beam_search(
             _block_repeated_ngrams(log_probs, beams.history, ngram)
         log_probs[beams.finished] = stepper.finished_row
         candidates = beams.log_prob[:, None] + log_probs
+        last_chance = None
+        if name_within is not None:  # a caption without the word may not go past its deadline
+            deadline = name_within[active]
+            last_chance = (deadline > 0) & (step >= deadline - 1)
         parent, word, log_prob = _constrained_top(
-            candidates.reshape(len(active), width, vocab), word_of, allowed
+            candidates.reshape(len(active), width, vocab), word_of, allowed, last_chance
         )
         beams.advance(first_row + parent, word, log_prob, h, c, attention)
         scores = beams.log_prob.reshape(-1, width)
@@ -366,11 +401,15 @@ def constrained_beam_search(
 
 
 def _constrained_top(
-    candidates: np.ndarray, word_of: np.ndarray, allowed: np.ndarray
+    candidates: np.ndarray,
+    word_of: np.ndarray,
+    allowed: np.ndarray,
+    last_chance: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step's new beams from (images, 2K, V) candidate scores, the first K rows of each
     image without the required word, the last K with it: returns each new beam's parent
-    (within its image's 2K rows), word and score, flat, without-the-word beams first."""
+    (within its image's 2K rows), word and score, flat, without-the-word beams first.
+    `last_chance[i]`: image i's captions must write the word now or stop."""
     images, width, vocab = candidates.shape
     beam_size, widest = width // 2, word_of.shape[1]
     without, with_word = candidates[:, :beam_size], candidates[:, beam_size:]
@@ -380,6 +419,8 @@ def _constrained_top(
     staying = without.copy()
     staying[np.arange(images)[:, None], :, word_of] = -np.inf
     staying[:, :, END_ID] = -np.inf  # a caption may not end without the word
+    if last_chance is not None:
+        staying[last_chance] = -np.inf
     staying = staying.reshape(images, -1)
     pool = np.concatenate([with_word.reshape(images, -1), entering.reshape(images, -1)], 1)
     keep_without, keep_with = top_k(staying, beam_size), top_k(pool, beam_size)

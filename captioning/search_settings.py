@@ -17,6 +17,9 @@ from typing import Any
 DEFAULT_BEAM_SIZE = 3
 DEFAULT_LENGTH_PENALTY = 1.0
 DEFAULT_NO_REPEAT_NGRAM = 3
+# On photos without people or dogs, cut a caption before the first phrase after its subject
+# holding a word the decoder gave less than this (`captioning.phrases`; docs/experiments.md).
+DEFAULT_MIN_WORD_PROBABILITY = 0.1
 MAX_BEAM_SIZE = 10
 
 
@@ -48,6 +51,11 @@ class SearchSettings:
     # ("flickr8k" is the photos' own), or "auto" (`captioning.predictor.AUTO_STYLE`); the
     # predictor checks the name. None: the photos' own.
     style: str | None = None
+    # On a photo without people or dogs (Flickr8k's scenes), name the subject among the first
+    # words and cut the caption before the first phrase after it holding a word the decoder
+    # gave less than this probability (a guessed setting: "... in front of a waterfall");
+    # 0: whole sentences everywhere.
+    min_word_probability: float = DEFAULT_MIN_WORD_PROBABILITY
     # The model's longest caption: `max_length` may not exceed it. None: no model limit.
     length_limit: int | None = None
 
@@ -66,6 +74,8 @@ class SearchSettings:
             )
         if self.no_repeat_ngram < 0:
             raise SearchSettingsError("no_repeat_ngram", "must be 0 (off) or more")
+        if not 0.0 <= self.min_word_probability < 1.0:
+            raise SearchSettingsError("min_word_probability", "must be at least 0 and below 1")
 
     def with_options(self, **options: Any) -> SearchSettings:
         """These settings with the given options (None: keep), checked; raises

@@ -91,6 +91,7 @@ def evaluate_split(
         "beam_size": settings.beam_size,
         "length_penalty": settings.length_penalty,
         "no_repeat_ngram": settings.no_repeat_ngram,
+        "min_word_probability": settings.min_word_probability,
         "encoder_runtime": predictor.encoder.name,
         "decoder_runtime": predictor.decoder_runtime,
         "metrics": metrics,

@@ -323,6 +323,8 @@ def _summary(rows: list[dict], predictor: CaptionPredictor, settings: SearchSett
         "concepts": settings.concepts and predictor.concepts is not None,
         "concept_threshold": predictor.concept_threshold,
         "beam_size": settings.beam_size,
+        "min_word_probability": settings.min_word_probability,
+        "mean_words": round(sum(len((r["caption"] or "").split()) for r in rows) / len(rows), 2),
         "model": predictor.model_id,
     }
 

@@ -48,6 +48,7 @@ def to_search_settings(options: CaptionOptions, defaults: SearchSettings) -> Sea
             return_attention=options.attention,
             concepts=options.concepts,
             grounding=options.grounding,
+            min_word_probability=options.min_word_probability,
         )
     except SearchSettingsError as exc:
         error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}

@@ -183,6 +183,8 @@ def test_empty_form_value_means_default(client, predictor) -> None:
         ("num_captions", "0"),
         ("num_captions", "11"),
         ("attention", "maybe"),
+        ("min_word_probability", "1"),
+        ("min_word_probability", "-0.1"),
     ],
 )
 @pytest.mark.parametrize("where", ["form", "query"])
@@ -349,6 +351,7 @@ def test_openapi_documents_routes_bodies_and_errors(client) -> None:
         "attention",
         "grounding",
         "concepts",
+        "min_word_probability",
     }
     ok = single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ok.endswith("/CaptionResponse")

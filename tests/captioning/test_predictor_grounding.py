@@ -82,3 +82,23 @@ def test_count_words_follow_the_counts(tiny_artifacts, tmp_path, images, several
     results = predictor.caption_images(images)
     assert all(r.evidence[0].count == (2 if written else 1) for r in results)
     assert all((CLAIMED in r.best.tokens) == written for r in results)
+
+
+def test_captions_stop_where_the_decoder_is_unsure_outside_flickr8ks_scenes(
+    tiny_artifacts, tmp_path, images
+) -> None:
+    """Without people or dogs in the evidence, a caption is cut before a phrase holding a word
+    below `min_word_probability`; with them, or at 0, it stays whole."""
+    plain = CaptionPredictor.from_artifacts(tiny_artifacts)
+    whole = texts(plain, images, min_word_probability=0.0)
+    assert all(" on " in text for text in whole)
+    nearly_sure = 1.0 - 1e-9  # every phrase holds a word below it
+    cut = plain.caption_images(images, plain.search.with_options(min_word_probability=nearly_sure))
+    for result, text in zip(cut, whole, strict=True):
+        assert result.best.text == text.split(" on ")[0]
+        # The kept words' own log-probability and score, not the whole sentence's.
+        length_penalty = plain.search.length_penalty
+        expected = result.best.log_prob / len(result.best.tokens) ** length_penalty
+        assert result.best.score == pytest.approx(expected)
+    person = grounded(tiny_artifacts, tmp_path, {"person": 30.0}, Claim("person", 1, ("x",)))
+    assert texts(person, images, min_word_probability=nearly_sure) == whole

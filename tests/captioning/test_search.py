@@ -207,3 +207,43 @@ def test_constrained_search_is_batched_consistently(weights, features):
             weights, grid[one], pooled[one], required=required[one], settings=settings
         )
         assert [h.token_ids for h in alone[0]] == [h.token_ids for h in together[i]]
+
+
+def test_each_words_log_prob_adds_up_to_the_captions(weights, features):
+    """What the caption cut (`captioning.phrases`) reads: one log-prob per word, <end> aside."""
+    grid, pooled = features
+    settings = search(3, 12, 3)
+    found = [
+        *[[h] for h in greedy_decode(weights, grid, pooled, settings=search(1, 12))],
+        *beam_search(weights, grid, pooled, settings=settings),
+        *constrained_beam_search(weights, grid, pooled, required=[[5]] * 6, settings=settings),
+    ]
+    for hypotheses in found:
+        for h in hypotheses:
+            assert len(h.word_log_probs) == len(h.token_ids)
+            assert all(p <= 0.0 for p in h.word_log_probs)
+            # The words' own, then <end>'s (or nothing when the length limit ended it).
+            assert sum(h.word_log_probs) >= h.log_prob - 1e-6
+
+
+def test_constrained_search_can_require_the_word_among_the_first(weights, features):
+    grid, pooled = features
+    required = [[5], [6, 7], [8], [9], [10], [11, 12]]
+    settings = search(3, 12, 3)
+    free = constrained_beam_search(weights, grid, pooled, required=required, settings=settings)
+    early = constrained_beam_search(
+        weights, grid, pooled, required=required, settings=settings, name_within=np.full(6, 2)
+    )
+    first = [
+        min(i for i, t in enumerate(h[0].token_ids) if t in words)
+        for words, h in zip(required, free, strict=True)
+    ]
+    assert max(first) >= 2, "the test needs a caption that names its word late"
+    for words, hypotheses in zip(required, early, strict=True):
+        for h in hypotheses:
+            assert set(words) & set(h.token_ids[:2]), h.token_ids
+    # 0: no deadline, as without one.
+    same = constrained_beam_search(
+        weights, grid, pooled, required=required, settings=settings, name_within=np.zeros(6, int)
+    )
+    assert [[h.token_ids for h in x] for x in same] == [[h.token_ids for h in x] for x in free]
