@@ -1,0 +1,85 @@
+"""Where to cut captions the decoder is unsure of: the labelled open-world photos and Flickr8k
+dev captioned at each `min_word_probability` through the service's predictor (grounding
+included), with open-world CIDEr-D against labels.tsv's one reference, dev CIDEr and BLEU-4,
+and words per caption. The captions go to --output, one JSON file per floor, for looking at.
+
+    python -m benchmarks.experiments.caption_cut --artifacts artifacts \\
+        --openworld ../shared/openworld --data ../shared/flickr8k --floors 0,0.05,0.1,0.15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.experiments.photo_weight import encode_all
+from captioning.predictor import CaptionPredictor
+from captioning.types import EncodedImages
+from training.data import load_flickr8k
+from training.metrics import java_available, score_captions
+from training.open_world import class_named_photos, read_labels
+
+logger = logging.getLogger(__name__)
+
+BATCH = 32
+
+
+def captions(predictor: CaptionPredictor, encoded: EncodedImages, floor: float) -> list[str]:
+    settings = predictor.search.with_options(min_word_probability=floor)
+    texts: list[str] = []
+    for start in range(0, len(encoded), BATCH):
+        batch = encoded[start : start + BATCH]
+        texts += [result.best.text for result in predictor.generate(batch, settings)]
+    return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--openworld", type=Path, required=True, help="imagenet-sample/ + labels.tsv"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="the Flickr8k folder (dev split)")
+    parser.add_argument("--floors", default="0,0.05,0.1,0.15", help="comma-separated floors")
+    parser.add_argument("--output", type=Path, default=Path("/tmp/caption-cut"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    predictor = CaptionPredictor.from_artifacts(args.artifacts)
+    labels = read_labels(args.openworld / "labels.tsv")
+    photos = [p for p in class_named_photos(args.openworld / "imagenet-sample") if p.name in labels]
+    dev = load_flickr8k(args.data).splits["dev"]
+    open_world, flickr = encode_all(predictor, photos), encode_all(predictor, dev.image_paths)
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for floor in (float(f) for f in args.floors.split(",")):
+        said_open, said_dev = (
+            captions(predictor, open_world, floor),
+            captions(predictor, flickr, floor),
+        )
+        open_scores = score_captions(
+            [[labels[p.name].caption] for p in photos], said_open, full=False, ptb=java_available()
+        )
+        dev_scores = score_captions(dev.raw_captions, said_dev, full=False, ptb=java_available())
+        results[floor] = {
+            "open_world_cider_d": round(open_scores["CIDEr"], 4),
+            "open_world_words": round(float(np.mean([len(c.split()) for c in said_open])), 2),
+            "dev_cider": round(dev_scores["CIDEr"], 4),
+            "dev_bleu_4": round(dev_scores["BLEU-4"], 4),
+            "dev_words": round(float(np.mean([len(c.split()) for c in said_dev])), 2),
+        }
+        logger.info("min_word_probability %s: %s", floor, json.dumps(results[floor]))
+        said = {
+            "open_world": dict(zip([p.name for p in photos], said_open, strict=True)),
+            "dev": dict(zip([p.name for p in dev.image_paths], said_dev, strict=True)),
+        }
+        (args.output / f"captions_{floor}.json").write_text(json.dumps(said, indent=1) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
