@@ -4,9 +4,12 @@ Outside Flickr8k's scenes the decoder still ends every sentence the way Flickr8k
 the subject right, then a setting it guesses ("a black and white dog is standing in front of a
 waterfall" for a lapdog on a sofa). Each word's probability says how sure the decoder was of it,
 so a caption can be cut before the first phrase, after the subject, holding a word the decoder
-gave less than a floor: "a black and white dog is standing". A phrase starts at a preposition or
-a conjunction ("in", "with", "while") or at "is"/"are"; a phrase start right after another one
-belongs to the same phrase ("next to"). The subject is named first, so no cut loses it.
+gave less than a floor: "a black and white dog". A phrase starts at a preposition or a
+conjunction ("in", "with", "while") or at "is"/"are"; a phrase start right after another one
+belongs to the same phrase ("next to"). A verb phrase right before the cut goes with it: the verb
+led into the guess ("a zebra is riding" on a dirt path). The subject is named first, so no cut
+loses it. The words between the article and the subject go too when one of them is below the
+floor: the decoder's colours are guesses on such photos ("a black and white vending machine").
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ PHRASE_STARTS = frozenset(
         *("by", "beside", "while", "into", "onto", "across", "along", "around", "down", "up"),
         *("from", "towards", "toward", "past", "outside", "inside", "during", "as", "against"),
         *("for", "to", "who", "that", "underneath", "beneath", "above", "between", "among"),
-        *("out", "off", "is", "are"),
+        *("out", "off"),
     }
 )
+VERB_STARTS = frozenset({"is", "are"})
 # Words a caption may not end on: a cut after them leaves a noun phrase without its noun
 # ("a little" from "a little is sitting on a train", where the decoder wrote no noun).
 DANGLING = frozenset(
@@ -42,9 +46,22 @@ DANGLING = frozenset(
 )
 
 
+PHRASE, VERB_PHRASE, DANGLING_WORD = 1, 2, -1
+
+
 def phrase_kinds(vocabulary: Vocabulary) -> np.ndarray:
-    """(V,) int8: 1 where a word starts a phrase, -1 where a caption may not end on it."""
-    kinds = [1 if w in PHRASE_STARTS else -1 if w in DANGLING else 0 for w in vocabulary.words]
+    """(V,) int8 per word: PHRASE or VERB_PHRASE where it starts one, DANGLING_WORD where a
+    caption may not end on it, else 0."""
+    kinds = [
+        PHRASE
+        if word in PHRASE_STARTS
+        else VERB_PHRASE
+        if word in VERB_STARTS
+        else DANGLING_WORD
+        if word in DANGLING
+        else 0
+        for word in vocabulary.words
+    ]
     return np.array(kinds, np.int8)
 
 
@@ -61,17 +78,54 @@ def sure_length(
     `phrase_kinds`'s: no cut leaves a caption ending on a dangling word."""
     if min_probability <= 0.0 or len(word_log_probs) < len(token_ids):
         return len(token_ids)
-    floor = math.log(min_probability)
+    kind = [int(kinds[token]) for token in token_ids]
     starts = [
         position
         for position in range(max(keep, 1), len(token_ids))
-        if kinds[token_ids[position]] == 1 and kinds[token_ids[position - 1]] != 1
+        if kind[position] > 0 and kind[position - 1] <= 0
     ]
-    cut = len(token_ids)  # the latest place a cut may go, so far
+    allowed: list[int] = []  # the places a cut may go, so far
     ends = [*starts[1:], len(token_ids)] if starts else []
     for begin, end in zip(starts, ends, strict=True):
-        if kinds[token_ids[begin - 1]] != -1:
-            cut = begin
-        if min(word_log_probs[begin:end]) < floor:
-            return cut
+        if kind[begin - 1] != DANGLING_WORD:
+            allowed.append(begin)
+        if not holds_unsure_word(word_log_probs[begin:end], min_probability):
+            continue
+        if not allowed:
+            return len(token_ids)
+        cut = allowed[-1]
+        before = starts[starts.index(cut) - 1] if starts.index(cut) else None
+        if before in allowed and kind[before] == VERB_PHRASE:  # it ends where the cut goes
+            return before
+        return cut
     return len(token_ids)
+
+
+def holds_unsure_word(word_log_probs: Sequence[float], min_probability: float) -> bool:
+    """Whether any of these words' probabilities is below `min_probability`."""
+    return min_probability > 0.0 and any(p < math.log(min_probability) for p in word_log_probs)
+
+
+def sure_words(
+    token_ids: Sequence[int],
+    word_log_probs: Sequence[float],
+    kinds: np.ndarray,
+    *,
+    subject_at: int | None,
+    min_probability: float,
+) -> list[int]:
+    """The positions of the words a caption keeps: those before `sure_length`'s cut (after the
+    subject, the word at `subject_at`), less the words between the first word (an article) and
+    the subject when one of them is below `min_probability` ("a black and white steel drum"
+    keeps "a steel drum"). The caller makes the article agree."""
+    length = sure_length(
+        token_ids,
+        word_log_probs,
+        kinds,
+        keep=(subject_at or 0) + 1,
+        min_probability=min_probability,
+    )
+    modifiers = subject_at is not None and subject_at >= 2 and kinds[token_ids[0]] == DANGLING_WORD
+    if modifiers and holds_unsure_word(word_log_probs[1:subject_at], min_probability):
+        return [0, *range(subject_at, length)]
+    return list(range(length))

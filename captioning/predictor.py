@@ -16,7 +16,7 @@ from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
-from captioning.phrases import NAME_WITHIN, phrase_kinds, sure_length
+from captioning.phrases import NAME_WITHIN, phrase_kinds, sure_words
 from captioning.runtime import (
     DEFAULT_RUNTIME,
     EncoderRuntime,
@@ -33,7 +33,7 @@ from captioning.search_settings import (
     SearchSettings,
     SearchSettingsError,
 )
-from captioning.subjects import Subject, SubjectNamer
+from captioning.subjects import Subject, SubjectNamer, takes_an
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult, EncodedImages, Evidence
 
@@ -113,6 +113,7 @@ class CaptionPredictor:
                 f"names {len(self.style_names)} (decoder.style_names)"
             )
         self.phrase_kinds = phrase_kinds(self.vocabulary)
+        self.articles = {self.vocabulary.id_of(word): word for word in ("a", "an")}
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -284,26 +285,31 @@ class CaptionPredictor:
         self, hypothesis: Hypothesis, subject: Subject | None, settings: SearchSettings
     ) -> Hypothesis:
         """The hypothesis cut before its first phrase after the subject (the concept's word,
-        or else the first word) holding a word below `settings.min_word_probability`."""
-        ids = hypothesis.token_ids
-        subject_tokens = set() if subject is None else subject.named | subject.written.keys()
-        position = next((i for i, token in enumerate(ids) if token in subject_tokens), 0)
-        length = sure_length(
+        or else the first word) holding a word below `settings.min_word_probability`, and
+        without the words between its article and its subject if one of them is below it."""
+        ids, each = hypothesis.token_ids, hypothesis.word_log_probs
+        subject_tokens = frozenset() if subject is None else subject.named | subject.written.keys()
+        position = _first_position(ids, subject_tokens)
+        kept = sure_words(
             ids,
-            hypothesis.word_log_probs,
+            each,
             self.phrase_kinds,
-            keep=position + 1,
+            subject_at=position,
             min_probability=settings.min_word_probability,
         )
-        if length == len(ids):
+        if len(kept) == len(ids):
             return hypothesis
-        log_prob = float(sum(hypothesis.word_log_probs[:length]))
+        kept_ids = [ids[i] for i in kept]
+        if len(kept) > 1 and kept_ids[0] in self.articles:  # "a animal" -> "an animal"
+            article = "an" if takes_an(self.vocabulary.words[kept_ids[1]]) else "a"
+            kept_ids[0] = self.vocabulary.id_of(article)
+        log_prob = float(sum(each[i] for i in kept))
         return Hypothesis(
-            token_ids=ids[:length],
+            token_ids=tuple(kept_ids),
             log_prob=log_prob,
-            score=log_prob / max(length, 1) ** settings.length_penalty,
-            attention=None if hypothesis.attention is None else hypothesis.attention[:length],
-            word_log_probs=hypothesis.word_log_probs[:length],
+            score=log_prob / max(len(kept), 1) ** settings.length_penalty,
+            attention=None if hypothesis.attention is None else hypothesis.attention[kept],
+            word_log_probs=tuple(each[i] for i in kept),
         )
 
     def _fluent(

@@ -121,11 +121,12 @@ def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str,
     named[position - lead : position + 1] = [word]
     position -= lead
     if position > 0 and named[position - 1] in ("a", "an"):
-        named[position - 1] = "an" if _takes_an(word) else "a"
+        named[position - 1] = "an" if takes_an(word) else "a"
     return tuple(named)
 
 
-def _takes_an(word: str) -> bool:
+def takes_an(word: str) -> bool:
+    """Whether the word's article is "an"."""
     if word.startswith(_SILENT_H):
         return True
     return word[:1] in "aeiou" and not word.startswith(_AN_EXCEPTIONS)

@@ -82,3 +82,17 @@ def test_a_concept_below_the_threshold_changes_nothing(predictor, photos) -> Non
     unsure = dataclasses.replace(photos, concepts=one_hot(table, "zebra", len(photos)) / 3)
     plain = dataclasses.replace(photos, concepts=None)
     assert captions(predictor.generate(unsure)) == captions(predictor.generate(plain))
+
+
+def test_an_unsure_caption_keeps_its_subject_and_loses_its_guesses(predictor, photos) -> None:
+    """Below the floor every phrase after the subject goes: what is left names the zebra (the
+    decoder wrote its stand-in among the first words) and stops before the first phrase."""
+    zebra = dataclasses.replace(photos, concepts=one_hot(predictor.concepts, "zebra", len(photos)))
+    nearly_sure = predictor.search.with_options(min_word_probability=1.0 - 1e-9)
+    whole = predictor.search.with_options(min_word_probability=0.0)
+    for cut, full in zip(
+        predictor.generate(zebra, nearly_sure), predictor.generate(zebra, whole), strict=True
+    ):
+        words, whole = cut.best.tokens, full.best.tokens
+        assert words[:2] == ("a", "zebra") and "on" not in words, (words, whole)
+        assert whole[: len(words)] == words and "on" in whole
