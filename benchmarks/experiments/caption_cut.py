@@ -2,6 +2,8 @@
 dev captioned at each `min_word_probability` through the service's predictor (grounding
 included), with open-world CIDEr-D against labels.tsv's one reference, dev CIDEr and BLEU-4,
 and words per caption. The captions go to --output, one JSON file per floor, for looking at.
+With --timing-photos N, also the decoding time per caption of N open-world photos one per call
+(as lone requests come), the floors alternating for three rounds; the fastest round counts.
 
     python -m benchmarks.experiments.caption_cut --artifacts artifacts \\
         --openworld ../shared/openworld --data ../shared/flickr8k --floors 0,0.05,0.1,0.15
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,19 @@ def captions(predictor: CaptionPredictor, encoded: EncodedImages, floor: float) 
     return texts
 
 
+def decoding_ms(predictor: CaptionPredictor, encoded: EncodedImages, floors: list[float]) -> dict:
+    """Fastest of three alternating rounds, ms per caption, one image per `generate` call."""
+    rounds: dict[float, list[float]] = {floor: [] for floor in floors}
+    for _ in range(3):
+        for floor in floors:
+            settings = predictor.search.with_options(min_word_probability=floor)
+            started = time.perf_counter()
+            for index in range(len(encoded)):
+                predictor.generate(encoded[index : index + 1], settings)
+            rounds[floor].append((time.perf_counter() - started) / len(encoded) * 1000)
+    return {floor: round(min(times), 2) for floor, times in rounds.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -46,6 +62,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the Flickr8k folder (dev split)")
     parser.add_argument("--floors", default="0,0.05,0.1,0.15", help="comma-separated floors")
     parser.add_argument("--output", type=Path, default=Path("/tmp/caption-cut"))
+    parser.add_argument("--timing-photos", type=int, default=0, help="0: no timing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -78,6 +95,11 @@ def main() -> None:
             "dev": dict(zip([p.name for p in dev.image_paths], said_dev, strict=True)),
         }
         (args.output / f"captions_{floor}.json").write_text(json.dumps(said, indent=1) + "\n")
+    if args.timing_photos:
+        floors = list(results)
+        timed = decoding_ms(predictor, open_world[: args.timing_photos], floors)
+        for floor, ms in timed.items():
+            results[floor]["decoding_ms_per_caption"] = ms
     print(json.dumps(results, indent=2))
 
 
