@@ -45,7 +45,7 @@ DANGLING = frozenset(
     }
 )
 
-
+# What `phrase_kinds` says of a word.
 PHRASE, VERB_PHRASE, DANGLING_WORD = 1, 2, -1
 
 
@@ -77,7 +77,7 @@ def sure_length(
     starting at word `keep` or later that holds a word below `min_probability`. `kinds` is
     `phrase_kinds`'s: no cut leaves a caption ending on a dangling word."""
     if min_probability <= 0.0 or len(word_log_probs) < len(token_ids):
-        return len(token_ids)
+        return len(token_ids)  # off, or a hypothesis without its words' log-probabilities
     kind = [int(kinds[token]) for token in token_ids]
     starts = [
         position
@@ -115,9 +115,9 @@ def sure_words(
     min_probability: float,
 ) -> list[int]:
     """The positions of the words a caption keeps: those before `sure_length`'s cut (after the
-    subject, the word at `subject_at`), less the words between the first word (an article) and
-    the subject when one of them is below `min_probability` ("a black and white steel drum"
-    keeps "a steel drum"). The caller makes the article agree."""
+    subject, the word at `subject_at`), less the words between the first word (an article or a
+    number, a dangling word) and the subject when one of them is below `min_probability` ("a
+    black and white steel drum" keeps "a steel drum"). The caller makes an article agree."""
     length = sure_length(
         token_ids,
         word_log_probs,

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ class CaptionPredictor:
                 f"names {len(self.style_names)} (decoder.style_names)"
             )
         self.phrase_kinds = phrase_kinds(self.vocabulary)
-        self.articles = {self.vocabulary.id_of(word): word for word in ("a", "an")}
+        self.articles = {word: self.vocabulary.id_of(word) for word in ("a", "an")}
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -300,9 +301,9 @@ class CaptionPredictor:
         if len(kept) == len(ids):
             return hypothesis
         kept_ids = [ids[i] for i in kept]
-        if len(kept) > 1 and kept_ids[0] in self.articles:  # "a animal" -> "an animal"
+        if len(kept) > 1 and kept_ids[0] in self.articles.values():  # "a animal" -> "an animal"
             article = "an" if takes_an(self.vocabulary.words[kept_ids[1]]) else "a"
-            kept_ids[0] = self.vocabulary.id_of(article)
+            kept_ids[0] = self.articles[article] if article in self.vocabulary else kept_ids[0]
         log_prob = float(sum(each[i] for i in kept))
         return Hypothesis(
             token_ids=tuple(kept_ids),
@@ -454,7 +455,7 @@ def _distinct(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
     return kept
 
 
-def _first_position(token_ids: Sequence[int], tokens: frozenset[int]) -> int | None:
+def _first_position(token_ids: Sequence[int], tokens: AbstractSet[int]) -> int | None:
     return next((i for i, token in enumerate(token_ids) if token in tokens), None)
 
 

@@ -101,7 +101,7 @@ def test_phrase_starts_and_dangling_words_are_marked(word):
 
 
 def test_unsure_words_between_the_article_and_the_subject_go():
-    words = "a little brown dog on the grass".split()
+    words = ["a", "little", "brown", "dog", "on", "the", "grass"]
     ids = [VOCABULARY.id_of(w) for w in words]
 
     def kept_words(probabilities: list[float], subject_at: int | None) -> str:
