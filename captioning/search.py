@@ -313,8 +313,7 @@ def _collect_beams(
             if not np.isfinite(log_prob) and hypotheses:
                 continue  # a beam that never came alive (tiny vocabulary); keep at least one
             words = _words_until_end(image.history[beam])
-            totals = image.totals[beam, : len(words)]
-            each = np.diff(totals, prepend=0.0) if len(words) else totals
+            each = np.diff(image.totals[beam, : len(words)], prepend=0.0)
             hypotheses.append(
                 Hypothesis(
                     token_ids=words,
