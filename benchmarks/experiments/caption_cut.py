@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.experiments.photo_weight import encode_all
+from benchmarks.experiments.photo_weight import best_captions, encode_all
 from captioning.predictor import CaptionPredictor
 from captioning.types import EncodedImages
 from training.data import load_flickr8k
@@ -28,16 +28,11 @@ from training.open_world import class_named_photos, read_labels
 
 logger = logging.getLogger(__name__)
 
-BATCH = 32
-
 
 def captions(predictor: CaptionPredictor, encoded: EncodedImages, floor: float) -> list[str]:
-    settings = predictor.search.with_options(min_word_probability=floor)
-    texts: list[str] = []
-    for start in range(0, len(encoded), BATCH):
-        batch = encoded[start : start + BATCH]
-        texts += [result.best.text for result in predictor.generate(batch, settings)]
-    return texts
+    return best_captions(
+        predictor, encoded, predictor.search.with_options(min_word_probability=floor)
+    )
 
 
 def decoding_ms(predictor: CaptionPredictor, encoded: EncodedImages, floors: list[float]) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning.predictor import CaptionPredictor
+from captioning.search_settings import SearchSettings
 from captioning.types import EncodedImages
 from training.metrics import java_available, score_captions
 from training.open_world import class_named_photos, read_labels
@@ -41,6 +42,17 @@ def encode_all(predictor: CaptionPredictor, paths: list[Path]) -> EncodedImages:
     )
 
 
+def best_captions(
+    predictor: CaptionPredictor, encoded: EncodedImages, settings: SearchSettings | None = None
+) -> list[str]:
+    """Each encoded image's best caption, generated BATCH images at a time."""
+    return [
+        result.best.text
+        for start in range(0, len(encoded), BATCH)
+        for result in predictor.generate(encoded[start : start + BATCH], settings)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -61,11 +73,7 @@ def main() -> None:
         scaled = EncodedImages(
             encoded.grid * weight, encoded.pooled * weight, encoded.concepts, encoded.classes
         )
-        captions = [
-            result.best.text
-            for start in range(0, len(paths), BATCH)
-            for result in predictor.generate(scaled[start : start + BATCH])
-        ]
+        captions = best_captions(predictor, scaled)
         scores = score_captions(references, captions, full=False, ptb=java_available())
         results[weight] = round(float(scores["CIDEr"]), 4)
         logger.info("weight %.2f: CIDEr-D %.4f, e.g. %s", weight, scores["CIDEr"], captions[:3])

@@ -93,6 +93,6 @@ def test_an_unsure_caption_keeps_its_subject_and_loses_its_guesses(predictor, ph
     for cut, full in zip(
         predictor.generate(zebra, nearly_sure), predictor.generate(zebra, whole), strict=True
     ):
-        words, whole = cut.best.tokens, full.best.tokens
-        assert words[:2] == ("a", "zebra") and "on" not in words, (words, whole)
-        assert whole[: len(words)] == words and "on" in whole
+        words, full_words = cut.best.tokens, full.best.tokens
+        assert words[:2] == ("a", "zebra") and "on" not in words, (words, full_words)
+        assert full_words[: len(words)] == words and "on" in full_words
