@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from captioning.text import Vocabulary
+from captioning.text import END_ID, SPECIAL_TOKENS, Vocabulary
 
 # Such captions name their subject among their first words ("a goblet ...", not "a large rock
 # in the air above a goblet"): room for an article and three adjectives.
@@ -35,15 +36,17 @@ PHRASE_STARTS = frozenset(
     }
 )
 VERB_STARTS = frozenset({"is", "are"})
-# Words a caption may not end on: a cut after them leaves a noun phrase without its noun
-# ("a little" from "a little is sitting on a train", where the decoder wrote no noun).
-DANGLING = frozenset(
+# Words that open a noun phrase, and the adjectives the decoder puts in one.
+DETERMINERS = frozenset({"a", "an", "the", "two", "three", "four", "several", "many", "some"})
+ADJECTIVES = frozenset(
     {
-        *("a", "an", "the", "two", "three", "four", "several", "many", "some", "little"),
-        *("small", "large", "big", "young", "old", "white", "black", "brown", "red", "blue"),
-        *("green", "yellow", "orange", "pink", "purple", "gray", "grey", "tan", "dark"),
+        *("little", "small", "large", "big", "young", "old", "white", "black", "brown", "red"),
+        *("blue", "green", "yellow", "orange", "pink", "purple", "gray", "grey", "tan", "dark"),
     }
 )
+# Words a caption may not end on: a cut after them leaves a noun phrase without its noun
+# ("a little" from "a little is sitting on a train", where the decoder wrote no noun).
+DANGLING = DETERMINERS | ADJECTIVES
 
 # What `phrase_kinds` says of a word.
 PHRASE, VERB_PHRASE, DANGLING_WORD = 1, 2, -1
@@ -129,3 +132,73 @@ def sure_words(
     if modifiers and holds_unsure_word(word_log_probs[1:subject_at], min_probability):
         return [0, *range(subject_at, length)]
     return list(range(length))
+
+
+@dataclass(frozen=True)
+class WordRoles:
+    """What the searches need to know of a few words to keep a sentence whole (token ids).
+
+    When grounding forbids the noun the decoder was heading for, it can fall into broken
+    English: "a little is sitting on a train" (no "girl"), "a white and white bird", "is is".
+    The searches forbid such continuations (`blocked_after`), so the beam takes its next
+    best, whole sentence instead.
+    """
+
+    conjunction: int | None  # "and"
+    determiners: frozenset[int]
+    adjectives: frozenset[int]
+    # What may not follow a determiner or an adjective in a noun phrase: a phrase, a verb, <end>.
+    not_after_modifier: tuple[int, ...]
+
+    def blocked_after(self, words: Sequence[int]) -> list[int]:
+        """The words that may not come next after `words` (a caption so far): the last word
+        again ("is is"); the word before "and", right after it or after one modifier ("white
+        and white", "a helmet and a helmet"); and, after a determiner or an adjective that
+        belongs to a noun phrase ("a little", not "is white"), anything but more of the
+        phrase."""
+        if not words:
+            return []
+        last = words[-1]
+        blocked = [last] if last >= len(SPECIAL_TOKENS) else []
+        if len(words) >= 2 and last == self.conjunction:
+            blocked.append(words[-2])
+        elif (
+            len(words) >= 3
+            and words[-2] == self.conjunction
+            and (last in self.determiners or last in self.adjectives)
+        ):
+            blocked.append(words[-3])
+        if self._opens_noun_phrase(words):
+            blocked.extend(self.not_after_modifier)
+        return blocked
+
+    def breaks(self, token_ids: Sequence[int]) -> bool:
+        """Whether a caption writes a word `blocked_after` forbids where it stands."""
+        return any(
+            token_ids[i] in self.blocked_after(token_ids[:i]) for i in range(1, len(token_ids))
+        )
+
+    def _opens_noun_phrase(self, words: Sequence[int]) -> bool:
+        """Whether the caption so far ends inside a noun phrase before its noun: on a
+        determiner, or on adjectives (joined by "and") that follow one."""
+        position = len(words) - 1
+        while position >= 0 and (
+            words[position] in self.adjectives or words[position] == self.conjunction
+        ):
+            position -= 1
+        return position >= 0 and words[position] in self.determiners
+
+
+def word_roles(vocabulary: Vocabulary) -> WordRoles:
+    """The vocabulary's `WordRoles`."""
+
+    def ids(words: frozenset[str]) -> frozenset[int]:
+        return frozenset(vocabulary.id_of(word) for word in words if word in vocabulary)
+
+    phrase_or_verb = ids(PHRASE_STARTS | VERB_STARTS)
+    return WordRoles(
+        conjunction=vocabulary.id_of("and") if "and" in vocabulary else None,
+        determiners=ids(DETERMINERS),
+        adjectives=ids(ADJECTIVES),
+        not_after_modifier=(*sorted(phrase_or_verb), END_ID),
+    )

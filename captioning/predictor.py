@@ -17,7 +17,7 @@ from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
-from captioning.phrases import NAME_WITHIN, phrase_kinds, sure_words
+from captioning.phrases import NAME_WITHIN, WordRoles, phrase_kinds, sure_words, word_roles
 from captioning.runtime import (
     DEFAULT_RUNTIME,
     EncoderRuntime,
@@ -34,7 +34,7 @@ from captioning.search_settings import (
     SearchSettings,
     SearchSettingsError,
 )
-from captioning.subjects import Subject, SubjectNamer, takes_an
+from captioning.subjects import Subject, SubjectNamer, agree_articles
 from captioning.text import Vocabulary
 from captioning.types import Caption, CaptionResult, EncodedImages, Evidence
 
@@ -114,7 +114,7 @@ class CaptionPredictor:
                 f"names {len(self.style_names)} (decoder.style_names)"
             )
         self.phrase_kinds = phrase_kinds(self.vocabulary)
-        self.articles = {word: self.vocabulary.id_of(word) for word in ("a", "an")}
+        self.word_roles = word_roles(self.vocabulary)
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -219,7 +219,8 @@ class CaptionPredictor:
         two of them or any living thing ("playing") is written only where the evidence (or the
         photo's confident concept) supports it, and word salad becomes the concept named
         plainly. With `settings.concepts`, an image whose caption does not name its most
-        specific confident concept is decoded again, constrained to name it."""
+        specific confident concept is decoded again, constrained to name it. An image whose
+        captions break English is decoded again with the searches kept from it (`WordRoles`)."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
         found: list[Subject | None] = [None] * len(encoded)
@@ -231,12 +232,72 @@ class CaptionPredictor:
             allowed = [() if s is None else s.supported for s in found]
             penalty = self.claim_rule.word_penalty(evidence, allowed)
         entities = self.entities(encoded, self.styles(settings.style, evidence))
-        hypotheses = self._search(encoded, settings, penalty, entities)
-        subjects = found if settings.concepts else [None] * len(encoded)
         # Photos outside Flickr8k's scenes get captions that name their subject first and
         # stop where the decoder is unsure (none when min_word_probability is 0).
         unsure = guesses_scene(evidence) & (settings.min_word_probability > 0.0)
         name_within = np.where(unsure, NAME_WITHIN, 0)
+        subjects = found if settings.concepts else [None] * len(encoded)
+        hypotheses, subjects = self._decode(
+            encoded, settings, penalty, entities, subjects, name_within, roles=None
+        )
+        # Broken English ("a little is sitting", "sunglasses and sunglasses") is decoded again
+        # with the searches kept from it. Word salad is left to `_fluent`, which names the
+        # concept plainly: guarded, salad reads as a false sentence and escapes it.
+        broken = [
+            index
+            for index, per_image in enumerate(hypotheses)
+            if any(self.word_roles.breaks(h.token_ids) for h in per_image)
+            and not (penalty is not None and self._is_salad(per_image[0]))
+        ]
+        if broken:
+            redone, again = self._decode(
+                encoded[broken],
+                settings,
+                None if penalty is None else penalty[broken],
+                None if entities is None else entities[broken],
+                [found[i] if settings.concepts else None for i in broken],
+                name_within[broken],
+                roles=self.word_roles,
+            )
+            for index, per_image, subject in zip(broken, redone, again, strict=True):
+                hypotheses[index], subjects[index] = per_image, subject
+        hypotheses = [
+            [self._sure_part(h, subject, settings) for h in per_image] if cut else per_image
+            for per_image, subject, cut in zip(hypotheses, found, unsure, strict=True)
+        ]
+        results = [
+            CaptionResult(
+                _distinct([self._to_caption(h, subject) for h in per_image]),
+                tags=tags,
+                evidence=items,
+            )
+            for per_image, subject, tags, items in zip(
+                hypotheses, subjects, self.tags(encoded), evidence, strict=True
+            )
+        ]
+        if penalty is not None:
+            results = [
+                self._fluent(r, s, encoded, i)
+                for i, (r, s) in enumerate(zip(results, found, strict=True))
+            ]
+        return results
+
+    def _decode(
+        self,
+        encoded: EncodedImages,
+        settings: SearchSettings,
+        penalty: np.ndarray | None,
+        entities: np.ndarray | None,
+        subjects: list[Subject | None],
+        name_within: np.ndarray,
+        roles: WordRoles | None,
+    ) -> tuple[list[list[Hypothesis]], list[Subject | None]]:
+        """The searches' n-best per image, and the subjects still to be written in: an image
+        whose caption does not name its subject, or names it after `name_within[i]` words (a
+        thing in the background), is decoded again, constrained to name it; one whose
+        caption names it in the decoder's own words needs no writing in (None)."""
+        subjects = list(subjects)
+        hypotheses = self._search(encoded, settings, penalty, entities, roles)
         missing = []
         for index, subject in enumerate(subjects):
             best = hypotheses[index][0].token_ids
@@ -250,37 +311,21 @@ class CaptionPredictor:
             elif first is None:
                 missing.append(index)
         if missing:
-            chosen = [subjects[i] for i in missing]
             constrained = self._constrained(
                 encoded[missing],
-                chosen,  # type: ignore[arg-type]
+                [subjects[i] for i in missing],  # type: ignore[misc]
                 settings,
                 None if penalty is None else penalty[missing],
                 None if entities is None else entities[missing],
                 name_within[missing],
+                roles,
             )
             for index, named in zip(missing, constrained, strict=True):
                 hypotheses[index] = named
-        hypotheses = [
-            _distinct([self._sure_part(h, subject, settings) for h in per_image])
-            if cut
-            else per_image
-            for per_image, subject, cut in zip(hypotheses, found, unsure, strict=True)
-        ]
-        results = [
-            CaptionResult(
-                tuple(self._to_caption(h, subject) for h in per_image), tags=tags, evidence=items
-            )
-            for per_image, subject, tags, items in zip(
-                hypotheses, subjects, self.tags(encoded), evidence, strict=True
-            )
-        ]
-        if penalty is not None:
-            results = [
-                self._fluent(r, s, encoded, i)
-                for i, (r, s) in enumerate(zip(results, found, strict=True))
-            ]
-        return results
+        return hypotheses, subjects
+
+    def _is_salad(self, hypothesis: Hypothesis) -> bool:
+        return is_word_salad(self.vocabulary.decode(hypothesis.token_ids), hypothesis.score)
 
     def _sure_part(
         self, hypothesis: Hypothesis, subject: Subject | None, settings: SearchSettings
@@ -300,13 +345,9 @@ class CaptionPredictor:
         )
         if len(kept) == len(ids):
             return hypothesis
-        kept_ids = [ids[i] for i in kept]
-        if len(kept) > 1 and kept_ids[0] in self.articles.values():  # "a animal" -> "an animal"
-            article = "an" if takes_an(self.vocabulary.words[kept_ids[1]]) else "a"
-            kept_ids[0] = self.articles[article] if article in self.vocabulary else kept_ids[0]
         log_prob = float(sum(each[i] for i in kept))
         return Hypothesis(
-            token_ids=tuple(kept_ids),
+            token_ids=tuple(ids[i] for i in kept),
             log_prob=log_prob,
             score=log_prob / max(len(kept), 1) ** settings.length_penalty,
             attention=None if hypothesis.attention is None else hypothesis.attention[kept],
@@ -371,12 +412,14 @@ class CaptionPredictor:
         settings: SearchSettings,
         penalty: np.ndarray | None,
         entities: np.ndarray | None,
+        roles: WordRoles | None = None,
     ) -> list[list[Hypothesis]]:
         common = {
             "settings": settings,
             "runtime": self.decoder_step,
             "word_penalty": penalty,
             "entities": entities,
+            "roles": roles,
         }
         if settings.beam_size == 1:
             found = greedy_decode(self.weights, encoded.grid, encoded.pooled, **common)
@@ -391,6 +434,7 @@ class CaptionPredictor:
         penalty: np.ndarray | None = None,
         entities: np.ndarray | None = None,
         name_within: np.ndarray | None = None,
+        roles: WordRoles | None = None,
     ) -> list[list[Hypothesis]]:
         return constrained_beam_search(
             self.weights,
@@ -402,6 +446,7 @@ class CaptionPredictor:
             word_penalty=penalty,
             entities=entities,
             name_within=name_within,
+            roles=roles,
         )
 
     def caption_images(
@@ -426,6 +471,7 @@ class CaptionPredictor:
         words = tuple(self.vocabulary.decode(hypothesis.token_ids))
         if subject is not None and self.namer is not None:
             words = self.namer.show(words, hypothesis.token_ids, subject)
+        words = agree_articles(words)  # a cut or a named concept may leave "a animal"
         attention = None
         if hypothesis.attention is not None:
             attention = hypothesis.attention.reshape(-1, self.grid_size, self.grid_size)
@@ -444,15 +490,16 @@ def guesses_scene(evidence: Sequence[Sequence[Evidence]]) -> np.ndarray:
     return np.array([not any(e.label in SCENE_SUBJECTS for e in items) for items in evidence], bool)
 
 
-def _distinct(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
-    """The n-best without repeats (two captions cut to the same words), in the search's order."""
-    seen: set[tuple[int, ...]] = set()
+def _distinct(captions: list[Caption]) -> tuple[Caption, ...]:
+    """The n-best without repeats (two captions cut to the same words, or the same but for
+    their article), in the search's order."""
+    seen: set[str] = set()
     kept = []
-    for hypothesis in hypotheses:
-        if hypothesis.token_ids not in seen:
-            seen.add(hypothesis.token_ids)
-            kept.append(hypothesis)
-    return kept
+    for caption in captions:
+        if caption.text not in seen:
+            seen.add(caption.text)
+            kept.append(caption)
+    return tuple(kept)
 
 
 def _first_position(token_ids: Sequence[int], tokens: AbstractSet[int]) -> int | None:

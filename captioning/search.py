@@ -4,7 +4,9 @@ Every caller - evaluation, the command line, bulk jobs and the service - goes th
 functions via `CaptionPredictor`, with one `SearchSettings`. A search may also take a word
 penalty per image, (images, V) added to every step's log-probs: NEG_INF there means the word
 may not be written for that image (grounding's words without evidence). A decoder conditioned
-on concepts takes each image's concept as `entities` (its index + 1; 0 or None: none).
+on concepts takes each image's concept as `entities` (its index + 1; 0 or None: none). Given
+the vocabulary's `WordRoles`, a search does not write broken English ("a little is sitting",
+"white and white").
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from captioning.decoder_step import (
     StepRuntime,
     top_k,
 )
+from captioning.phrases import WordRoles
 from captioning.search_settings import SearchSettings
 from captioning.text import END_ID, PAD_ID, START_ID
 
@@ -60,6 +63,16 @@ def _block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) -
                 log_probs[row, sequence[start + n - 1]] = NEG_INF
 
 
+def _block_broken_grammar(log_probs: np.ndarray, history: np.ndarray, roles: WordRoles) -> None:
+    """Forbid, per row, the words that would break its sentence (`WordRoles.blocked_after`:
+    "is is", "white and white", "a little is"), in `log_probs` or a penalty added to them."""
+    for row, sequence in enumerate(history.tolist()):
+        if sequence and sequence[-1] not in (END_ID, PAD_ID):
+            blocked = roles.blocked_after(sequence)
+            if blocked:
+                log_probs[row, blocked] = NEG_INF
+
+
 def _length_score(log_prob: float, length: int, length_penalty: float) -> float:
     return float(log_prob / max(length, 1) ** length_penalty)
 
@@ -80,6 +93,7 @@ def greedy_decode(
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
     entities: np.ndarray | None = None,
+    roles: WordRoles | None = None,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of images."""
     stepper = DecoderStepper(weights, grid, pooled, runtime, entities)
@@ -98,8 +112,12 @@ def greedy_decode(
             log_probs = log_probs + word_penalty
         if step == max_length:
             log_probs = _only_end(log_probs)
-        elif ngram and generated:
-            _block_repeated_ngrams(log_probs, np.stack(generated, 1), ngram)
+        elif generated:
+            history = np.stack(generated, 1)
+            if ngram:
+                _block_repeated_ngrams(log_probs, history, ngram)
+            if roles is not None:
+                _block_broken_grammar(log_probs, history, roles)
         tokens = log_probs.argmax(axis=1)
         chosen.append(log_probs[rows, tokens])
         log_prob += np.where(done, 0.0, chosen[-1])
@@ -139,6 +157,7 @@ def beam_search(
     runtime: StepRuntime | None = None,
     word_penalty: np.ndarray | None = None,
     entities: np.ndarray | None = None,
+    roles: WordRoles | None = None,
 ) -> list[list[Hypothesis]]:
     """n-best captions per image, ranked by log_prob / length ** length_penalty.
 
@@ -155,7 +174,7 @@ def beam_search(
     first_row = np.repeat(np.arange(batch) * beam_size, beam_size)
     active = np.arange(batch)  # the images still searching, by their index in `grid`
     # Added to the log-probs: NEG_INF where a word may not come next (a word without
-    # evidence, a repeated n-gram, or anything but <end> at the length limit).
+    # evidence, a repeated n-gram, broken grammar, or anything but <end> at the length limit).
     base_penalty = _rows_penalty(word_penalty, active, beam_size, vocab)
     only_end = np.full((len(beams), vocab), NEG_INF, np.float32)
     only_end[:, END_ID] = 0.0
@@ -165,9 +184,12 @@ def beam_search(
         penalty = base_penalty
         if step == max_length:
             penalty = only_end
-        elif ngram and step >= ngram - 1:
+        elif step > 0 and (ngram or roles is not None):
             penalty = base_penalty.copy()
-            _block_repeated_ngrams(penalty, beams.history, ngram)
+            if ngram:
+                _block_repeated_ngrams(penalty, beams.history, ngram)
+            if roles is not None:
+                _block_broken_grammar(penalty, beams.history, roles)
         top_scores, top, h, c, attention = stepper.beam_step(
             beams.tokens, beams.h, beams.c, beam_size, beams.log_prob, beams.finished, penalty
         )
@@ -339,6 +361,7 @@ def constrained_beam_search(
     word_penalty: np.ndarray | None = None,
     entities: np.ndarray | None = None,
     name_within: np.ndarray | None = None,
+    roles: WordRoles | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search whose captions must contain one of the words `required[i]` for image i
     (a word and its plural, say), among their first `name_within[i]` words if that is above 0
@@ -372,8 +395,11 @@ def constrained_beam_search(
             log_probs += _rows_penalty(word_penalty, active, width, vocab)
         if step == max_length:
             log_probs = _only_end(log_probs)
-        elif ngram and step >= ngram - 1:
-            _block_repeated_ngrams(log_probs, beams.history, ngram)
+        elif step > 0:
+            if ngram:
+                _block_repeated_ngrams(log_probs, beams.history, ngram)
+            if roles is not None:
+                _block_broken_grammar(log_probs, beams.history, roles)
         log_probs[beams.finished] = stepper.finished_row
         candidates = beams.log_prob[:, None] + log_probs
         last_chance = None

@@ -7,6 +7,8 @@ stand-in's place, with its article made to agree.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,10 +121,16 @@ def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str,
         0,
     )
     named[position - lead : position + 1] = [word]
-    position -= lead
-    if position > 0 and named[position - 1] in ("a", "an"):
-        named[position - 1] = "an" if takes_an(word) else "a"
-    return tuple(named)
+    return agree_articles(named)
+
+
+def agree_articles(words: Sequence[str]) -> tuple[str, ...]:
+    """The words with each "a" or "an" agreeing with the word after it ("a atv" -> "an atv")."""
+    agreed = list(words)
+    for position, (word, following) in enumerate(itertools.pairwise(words)):
+        if word in ("a", "an"):
+            agreed[position] = "an" if takes_an(following) else "a"
+    return tuple(agreed)
 
 
 def takes_an(word: str) -> bool:

@@ -13,8 +13,9 @@ from captioning.phrases import (
     phrase_kinds,
     sure_length,
     sure_words,
+    word_roles,
 )
-from captioning.text import SPECIAL_TOKENS, Vocabulary
+from captioning.text import END_TOKEN, SPECIAL_TOKENS, Vocabulary
 
 WORDS = [
     "a",
@@ -31,6 +32,10 @@ WORDS = [
     "tree",
     "with",
     "ball",
+    "and",
+    "white",
+    "helmet",
+    "wearing",
 ]
 VOCABULARY = Vocabulary(SPECIAL_TOKENS + tuple(WORDS))
 KINDS = phrase_kinds(VOCABULARY)
@@ -114,3 +119,38 @@ def test_unsure_words_between_the_article_and_the_subject_go():
     assert kept_words([SURE] * 7, 3) == "a little brown dog on the grass"
     # Without a subject there is nothing to keep them from.
     assert kept_words([SURE, SURE, UNSURE, SURE, SURE, SURE, SURE], None) == " ".join(words)
+
+
+ROLES = word_roles(VOCABULARY)
+
+
+def blocked(prefix: str) -> set[str]:
+    """The words `WordRoles.blocked_after` forbids after the caption so far."""
+    ids = [VOCABULARY.id_of(word) for word in prefix.split()]
+    return {VOCABULARY.words[i] for i in ROLES.blocked_after(ids)}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "forbidden", "allowed"),
+    [
+        # The noun grounding took away leaves an adjective: no verb, phrase or end after it.
+        ("a little", {"is", "on", "with", END_TOKEN}, {"dog", "brown"}),
+        ("a", {"is", "on", END_TOKEN}, {"dog", "little"}),
+        ("a brown and white", {"is", "on", END_TOKEN, "brown"}, {"dog"}),
+        # After "is" an adjective ends the sentence well.
+        ("the dog is white", {"white"}, {END_TOKEN, "on", "and", "with"}),
+        ("a dog is", {"is"}, {"standing", "on"}),
+        ("a white and", {"white", END_TOKEN, "is"}, {"brown"}),
+        ("a dog wearing a helmet and a", {"helmet"}, {"ball"}),
+        ("a dog and a", {"dog", END_TOKEN}, {"ball"}),
+    ],
+)
+def test_word_roles_forbid_broken_grammar(prefix, forbidden, allowed) -> None:
+    found = blocked(prefix)
+    assert forbidden <= found
+    assert not allowed & found
+
+
+def test_a_dog_and_another_dog_stay_possible() -> None:
+    """Only the word right after "and", or after one modifier, may not repeat the one before."""
+    assert "dog" not in blocked("a brown dog and a white")

@@ -102,3 +102,25 @@ def test_captions_stop_where_the_decoder_is_unsure_outside_flickr8ks_scenes(
         assert result.best.score == pytest.approx(expected)
     person = grounded(tiny_artifacts, tmp_path, {"person": 30.0}, Claim("person", 1, ("x",)))
     assert texts(person, images, min_word_probability=nearly_sure) == whole
+
+
+def test_a_caption_left_without_its_noun_is_decoded_again_whole(
+    tiny_artifacts, tmp_path, images, monkeypatch
+) -> None:
+    """Forbidding "circle" leaves the tiny decoder writing "a red on black"; decoded again with
+    the searches kept from broken English (`WordRoles`), every caption has its noun."""
+    predictor = grounded(
+        tiny_artifacts, tmp_path, {"person": -30.0}, Claim("person", 1, (CLAIMED,))
+    )
+    settings = predictor.search.with_options(beam_size=3)
+    breaks = predictor.word_roles.breaks  # bound now, before the patch below
+
+    def broken(tokens: tuple[str, ...]) -> bool:
+        return breaks([predictor.vocabulary.id_of(word) for word in tokens])
+
+    guarded = predictor.caption_images(images, settings)
+    assert not any(broken(r.best.tokens) for r in guarded), [r.best.text for r in guarded]
+    assert not any(CLAIMED in r.best.tokens for r in guarded)
+    monkeypatch.setattr(type(predictor.word_roles), "breaks", lambda self, token_ids: False)
+    unguarded = predictor.caption_images(images, settings)
+    assert any(broken(r.best.tokens) for r in unguarded), "the test needs a broken caption"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from captioning.decoder_step import BANNED_IDS, DecoderStepper, DecoderWeights
+from captioning.phrases import WordRoles
 from captioning.search import beam_search, constrained_beam_search, greedy_decode
 from captioning.search_settings import SearchSettings
 from captioning.text import END_ID
@@ -247,3 +248,39 @@ def test_constrained_search_can_require_the_word_among_the_first(weights, featur
         weights, grid, pooled, required=required, settings=settings, name_within=np.zeros(6, int)
     )
     assert [[h.token_ids for h in x] for x in same] == [[h.token_ids for h in x] for x in free]
+
+
+# Roles for ids the random decoder writes often: "and" 6, determiners 10 and 32, adjectives 11
+# and 22; 39, 13 and <end> may not follow them inside a noun phrase.
+ROLES = WordRoles(
+    conjunction=6,
+    determiners=frozenset({10, 32}),
+    adjectives=frozenset({11, 22}),
+    not_after_modifier=(13, 39, END_ID),
+)
+
+
+def _breaks_grammar(ids: tuple[int, ...], max_length: int) -> bool:
+    """Whether a caption writes a word `ROLES` forbids after its prefix, or ends where <end>
+    is forbidden before the length limit forces it."""
+    if any(ids[i] in ROLES.blocked_after(ids[:i]) for i in range(1, len(ids))):
+        return True
+    return len(ids) < max_length and END_ID in ROLES.blocked_after(ids)
+
+
+def test_searches_given_word_roles_write_no_broken_grammar(weights, features):
+    grid, pooled = features
+    settings = search(4, 20, 4)
+    free = beam_search(weights, grid, pooled, settings=settings)
+    assert any(_breaks_grammar(h.token_ids, 20) for hyps in free for h in hyps), "no stutter"
+    found = [
+        *[[h] for h in greedy_decode(weights, grid, pooled, settings=search(1, 20), roles=ROLES)],
+        *beam_search(weights, grid, pooled, settings=settings, roles=ROLES),
+        *constrained_beam_search(
+            weights, grid, pooled, required=[[5]] * 6, settings=settings, roles=ROLES
+        ),
+    ]
+    for hypotheses in found:
+        assert hypotheses
+        for h in hypotheses:
+            assert not _breaks_grammar(h.token_ids, 20), h.token_ids
