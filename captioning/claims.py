@@ -7,6 +7,8 @@ and count, the vocabulary words that need it ("man" needs a person, "men" two or
 a person to wear it, "two" two or more of anything counted). Decoding gets, per image, a word
 penalty that forbids the words whose claims the image's evidence does not meet; the words that
 name the photo's subject (its concept) stay allowed, since the concept is evidence of its own.
+A claim marked as a setting ("snow" needs snow) forbids nothing: the phrase holding its word is
+cut from the caption where the evidence does not meet it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Claim:
     label: str  # an evidence label, labels joined by ALTERNATIVES, or ANY_LABEL
     count: int  # 1: present; 2: two or more
     words: tuple[str, ...]
+    # A setting ("in the snow"): where the evidence does not meet it, the phrase holding the
+    # word is cut from the caption instead of the word being forbidden, so the decoder does not
+    # swap one guessed setting for another ("in the snow" for "in the grass").
+    setting: bool = False
 
     def met_by(self, counts: dict[str, int]) -> bool:
         """Whether evidence counts {label: 1 or 2} meet this claim."""
@@ -62,10 +68,12 @@ class Claim:
 
     @classmethod
     def from_plain(cls, data: dict) -> Claim:
-        return cls(str(data["label"]), int(data["count"]), tuple(str(w) for w in data["words"]))
+        words = tuple(str(w) for w in data["words"])
+        return cls(str(data["label"]), int(data["count"]), words, bool(data.get("setting", False)))
 
     def to_plain(self) -> dict:
-        return {"label": self.label, "count": self.count, "words": list(self.words)}
+        plain = {"label": self.label, "count": self.count, "words": list(self.words)}
+        return {**plain, "setting": True} if self.setting else plain
 
 
 def evidence_counts(evidence: Iterable[Evidence]) -> dict[str, int]:
@@ -89,15 +97,25 @@ class ClaimRule:
         ]
         self._rows: dict[frozenset[int], np.ndarray] = {}
 
-    def unmet(self, evidence: Iterable[Evidence]) -> frozenset[int]:
-        """Indices of the claims an image's evidence does not meet."""
+    def unmet(self, evidence: Iterable[Evidence], settings: bool = False) -> frozenset[int]:
+        """Indices of the claims (the settings' with `settings`) an image's evidence does
+        not meet."""
         counts = evidence_counts(evidence)
-        return frozenset(i for i, claim in enumerate(self.claims) if not claim.met_by(counts))
+        return frozenset(
+            i
+            for i, claim in enumerate(self.claims)
+            if claim.setting == settings and not claim.met_by(counts)
+        )
 
     def forbidden_words(self, evidence: Iterable[Evidence]) -> frozenset[str]:
-        """The words an image's evidence does not license."""
+        """The words an image's evidence does not license (settings aside)."""
         unmet = self.unmet(evidence)
         return frozenset(word for i in unmet for word in self.claims[i].words)
+
+    def unsupported_settings(self, evidence: Iterable[Evidence]) -> frozenset[int]:
+        """The token ids of the settings an image's evidence does not support: a caption's
+        phrase holding one is cut."""
+        return frozenset(self.forbidden(self.unmet(evidence, settings=True)).tolist())
 
     def forbidden(self, unmet: frozenset[int]) -> np.ndarray:
         """The token ids the unmet claims forbid (cached: few images differ in their claims)."""

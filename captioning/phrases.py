@@ -75,10 +75,12 @@ def sure_length(
     *,
     keep: int,
     min_probability: float,
+    keep_verb: bool = False,
 ) -> int:
     """How many of the caption's words to keep: all of them, or those before the first phrase
     starting at word `keep` or later that holds a word below `min_probability`. `kinds` is
-    `phrase_kinds`'s: no cut leaves a caption ending on a dangling word."""
+    `phrase_kinds`'s: no cut leaves a caption ending on a dangling word. A verb phrase right
+    before the cut goes too, unless `keep_verb` (the decoder was sure of its verb)."""
     if min_probability <= 0.0 or len(word_log_probs) < len(token_ids):
         return len(token_ids)  # off, or a hypothesis without its words' log-probabilities
     kind = [int(kinds[token]) for token in token_ids]
@@ -98,7 +100,7 @@ def sure_length(
             return len(token_ids)
         cut = allowed[-1]
         before = starts[starts.index(cut) - 1] if starts.index(cut) else None
-        if before in allowed and kind[before] == VERB_PHRASE:  # it ends where the cut goes
+        if not keep_verb and before in allowed and kind[before] == VERB_PHRASE:  # led to the cut
             return before
         return cut
     return len(token_ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -17,7 +18,14 @@ from captioning.claims import FALLBACK_CONCEPT_MIN, ClaimRule, is_word_salad
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, softmax
 from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
-from captioning.phrases import NAME_WITHIN, WordRoles, phrase_kinds, sure_words, word_roles
+from captioning.phrases import (
+    NAME_WITHIN,
+    WordRoles,
+    phrase_kinds,
+    sure_length,
+    sure_words,
+    word_roles,
+)
 from captioning.runtime import (
     DEFAULT_RUNTIME,
     EncoderRuntime,
@@ -49,6 +57,9 @@ SCENE_SUBJECTS = ("person", "dog")
 # everyday things (docs/experiments.md).
 AUTO_STYLE = "auto"
 OBJECT_STYLE = "coco"
+# The floor a caption holding an unsupported setting is cut with, on photos whose captions are
+# otherwise whole: only that setting's phrase goes.
+UNSUPPORTED_FLOOR = 1e-9
 
 
 class CaptionPredictor:
@@ -241,14 +252,20 @@ class CaptionPredictor:
             encoded, settings, penalty, entities, subjects, name_within, roles=None
         )
         # Broken English ("a little is sitting", "sunglasses and sunglasses") is decoded again
-        # with the searches kept from it. Word salad is left to `_fluent`, which names the
-        # concept plainly: guarded, salad reads as a false sentence and escapes it.
+        # with the searches kept from it. Word salad is judged first (guarded, it would read
+        # as a false sentence): a photo with a concept to name plainly gets that instead.
         broken = [
             index
             for index, per_image in enumerate(hypotheses)
             if any(self.word_roles.breaks(h.token_ids) for h in per_image)
-            and not (penalty is not None and self._is_salad(per_image[0]))
         ]
+        plain: dict[int, str] = {}
+        for index in broken if penalty is not None else ():
+            if self._is_salad(hypotheses[index][0]):
+                text = self._plain_name(found[index], encoded, index, evidence[index])
+                if text is not None:
+                    plain[index] = text
+        broken = [index for index in broken if index not in plain]
         if broken:
             redone, again = self._decode(
                 encoded[broken],
@@ -261,9 +278,25 @@ class CaptionPredictor:
             )
             for index, per_image, subject in zip(broken, redone, again, strict=True):
                 hypotheses[index], subjects[index] = per_image, subject
+        # Settings the evidence does not support ("in the snow" without snow) are cut from
+        # every photo's captions, where cutting is on.
+        unsupported = [frozenset[int]()] * len(encoded)
+        if penalty is not None and self.claim_rule and settings.min_word_probability > 0.0:
+            unsupported = [self.claim_rule.unsupported_settings(items) for items in evidence]
         hypotheses = [
-            [self._sure_part(h, subject, settings) for h in per_image] if cut else per_image
-            for per_image, subject, cut in zip(hypotheses, found, unsure, strict=True)
+            [
+                self._sure_part(
+                    h,
+                    subject,
+                    settings,
+                    floor=settings.min_word_probability if cut else 0.0,
+                    unsupported=setting_ids,
+                )
+                for h in per_image
+            ]
+            for per_image, subject, cut, setting_ids in zip(
+                hypotheses, found, unsure, unsupported, strict=True
+            )
         ]
         results = [
             CaptionResult(
@@ -277,7 +310,7 @@ class CaptionPredictor:
         ]
         if penalty is not None:
             results = [
-                self._fluent(r, s, encoded, i)
+                self._fluent(r, s, encoded, i, plain=plain.get(i))
                 for i, (r, s) in enumerate(zip(results, found, strict=True))
             ]
         return results
@@ -328,50 +361,92 @@ class CaptionPredictor:
         return is_word_salad(self.vocabulary.decode(hypothesis.token_ids), hypothesis.score)
 
     def _sure_part(
-        self, hypothesis: Hypothesis, subject: Subject | None, settings: SearchSettings
+        self,
+        hypothesis: Hypothesis,
+        subject: Subject | None,
+        settings: SearchSettings,
+        *,
+        floor: float,
+        unsupported: AbstractSet[int],
     ) -> Hypothesis:
         """The hypothesis cut before its first phrase after the subject (the concept's word,
-        or else the first word) holding a word below `settings.min_word_probability`, and
-        without the words between its article and its subject if one of them is below it."""
+        or else the first word) holding a word below `floor` or an `unsupported` setting, and
+        without the words between its article and its subject if one of them is below it.
+        With `floor` 0 (a photo whose captions are otherwise whole) only the unsupported
+        setting's phrase goes: the decoder knows the rest of such scenes, verb included ("a
+        brown dog is running", without "through the snow")."""
         ids, each = hypothesis.token_ids, hypothesis.word_log_probs
+        whole = floor <= 0.0
+        if unsupported.intersection(ids) and len(each) == len(ids):
+            # An unsupported setting counts as a word the decoder could not be sure of.
+            each = tuple(
+                -math.inf if token in unsupported else p for token, p in zip(ids, each, strict=True)
+            )
+            floor = max(floor, UNSUPPORTED_FLOOR)
+        if floor <= 0.0:
+            return hypothesis
         subject_tokens = frozenset() if subject is None else subject.named | subject.written.keys()
         position = _first_position(ids, subject_tokens)
-        kept = sure_words(
-            ids,
-            each,
-            self.phrase_kinds,
-            subject_at=position,
-            min_probability=settings.min_word_probability,
-        )
+        if whole:
+            length = sure_length(
+                ids,
+                each,
+                self.phrase_kinds,
+                keep=(position or 0) + 1,
+                min_probability=floor,
+                keep_verb=True,
+            )
+            kept = list(range(length))
+        else:
+            kept = sure_words(
+                ids, each, self.phrase_kinds, subject_at=position, min_probability=floor
+            )
         if len(kept) == len(ids):
             return hypothesis
-        log_prob = float(sum(each[i] for i in kept))
+        own = hypothesis.word_log_probs  # the decoder's, not the cut's -inf
+        log_prob = float(sum(own[i] for i in kept))
         return Hypothesis(
             token_ids=tuple(ids[i] for i in kept),
             log_prob=log_prob,
             score=log_prob / max(len(kept), 1) ** settings.length_penalty,
             attention=None if hypothesis.attention is None else hypothesis.attention[kept],
-            word_log_probs=tuple(each[i] for i in kept),
+            word_log_probs=tuple(own[i] for i in kept),
         )
 
     def _fluent(
-        self, result: CaptionResult, subject: Subject | None, encoded: EncodedImages, index: int
+        self,
+        result: CaptionResult,
+        subject: Subject | None,
+        encoded: EncodedImages,
+        index: int,
+        *,
+        plain: str | None = None,
     ) -> CaptionResult:
         """The result, its best caption named plainly ("a whistle") when grounding left the
-        decoder only word salad (`captioning.claims.is_word_salad`)."""
+        decoder only word salad (`captioning.claims.is_word_salad`); `plain`: that name, for
+        a caption found to be salad before it was cut."""
         best = result.best
+        if plain is None and is_word_salad(best.tokens, best.score):
+            plain = self._plain_name(subject, encoded, index, result.evidence)
+        if plain is None:
+            return result
+        caption = Caption(plain, tuple(plain.split(" ")), best.log_prob, best.score)
+        return dataclasses.replace(result, captions=(caption, *result.captions[1:]))
+
+    def _plain_name(
+        self,
+        subject: Subject | None,
+        encoded: EncodedImages,
+        index: int,
+        evidence: Sequence[Evidence],
+    ) -> str | None:
+        """The photo's concept named plainly, one whose words grounding allows, or None."""
         if self.namer is None or encoded.concepts is None:
-            return result
-        if not is_word_salad(best.tokens, best.score):
-            return result
-        forbidden = self.claim_rule.forbidden_words(result.evidence) if self.claim_rule else None
-        text = self.namer.plain_name(
+            return None
+        forbidden = self.claim_rule.forbidden_words(evidence) if self.claim_rule else None
+        return self.namer.plain_name(
             subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN, forbidden or frozenset()
         )
-        if text is None:
-            return result
-        plain = Caption(text, tuple(text.split(" ")), best.log_prob, best.score)
-        return dataclasses.replace(result, captions=(plain, *result.captions[1:]))
 
     def entities(self, encoded: EncodedImages, styles: np.ndarray | int = 0) -> np.ndarray | None:
         """For a decoder conditioned on concepts, each image's input concept: its most specific

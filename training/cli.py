@@ -153,9 +153,10 @@ def _add_grounding_command(commands: argparse._SubParsersAction) -> None:
         help="softmax temperature of the class groups (default: fitted on train)",
     )
     grounding.add_argument(
-        "--scenery",
+        "--no-scenery",
         action="store_true",
-        help="also fit heads for ball, grass, water and snow (Flickr8k labels only)",
+        help="fit no heads for settings (ball, grass, water, snow; labelled from the captions), "
+        "whose phrases are otherwise cut from a caption where their evidence is missing",
     )
     grounding.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     grounding.add_argument(
@@ -173,7 +174,7 @@ def _run_grounding_command(args: argparse.Namespace) -> dict:
         extra_photos=args.extra_photos,
         wordnet_dir=args.wordnet,
         cache=args.cache,
-        specs=grounding.DEFAULT_HEADS + (grounding.SCENERY_HEADS if args.scenery else ()),
+        specs=grounding.DEFAULT_HEADS if args.no_scenery else grounding.SHIPPED_HEADS,
         l2=grounding.DEFAULT_L2 if args.l2 is None else args.l2,
         extra_weight=(
             grounding.DEFAULT_EXTRA_WEIGHT if args.extra_weight is None else args.extra_weight

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning.predictor import CaptionPredictor
-from training.grounding import add_grounding, stratified_folds
+from training.grounding import DEFAULT_HEADS, SHIPPED_HEADS, add_grounding, stratified_folds
 from training.open_world import (
     class_named_photos,
     open_world_rows,
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/evidence/cache"))
     parser.add_argument("--output", type=Path, default=Path("/tmp/grounding-folds"))
     parser.add_argument("--seed", type=int, default=0, help="which photos share a fold")
+    parser.add_argument("--no-scenery", action="store_true", help="as add-grounding's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -71,6 +72,7 @@ def main() -> None:
                 extra_labels=fitted,
                 extra_photos=args.openworld / "imagenet-sample",
                 cache=args.cache,
+                specs=DEFAULT_HEADS if args.no_scenery else SHIPPED_HEADS,
             )
             predictor = CaptionPredictor.from_artifacts(artifacts)
             held_out = [photos[n] for n, f in zip(names, fold_of, strict=True) if f == fold]

@@ -61,3 +61,22 @@ def test_word_salad() -> None:
     assert is_word_salad(words("a small brown haired haired dog"), -1.0)
     assert is_word_salad(words("a brown and white brown and brown dog"), -1.0)
     assert not is_word_salad(words("a man and a woman and a dog"), -1.0)  # function words
+
+
+def test_a_setting_forbids_nothing_and_is_unsupported_without_its_evidence() -> None:
+    vocabulary = Vocabulary.build([["a", "man", "dog", "in", "the", "snow", "grass"]], 1)
+    claims = ClaimRule((*CLAIMS, Claim("snow", 1, ("snow",), setting=True)), vocabulary)
+    penalty = claims.word_penalty([[]])
+    assert penalty[0, vocabulary.id_of("snow")] == 0.0  # not forbidden: cut instead
+    assert penalty[0, vocabulary.id_of("man")] == NEG_INF
+    assert claims.unsupported_settings([]) == {vocabulary.id_of("snow")}
+    assert claims.unsupported_settings([Evidence("snow", 0.8)]) == set()
+    assert claims.forbidden_words([]) == {"man", "shirt", "men", "two"}
+
+
+def test_a_setting_survives_grounding_json() -> None:
+    setting = Claim("grass", 1, ("grass", "lawn"), setting=True)
+    assert Claim.from_plain(setting.to_plain()) == setting
+    plain = CLAIMS[0].to_plain()
+    assert "setting" not in plain  # files without settings read as before
+    assert Claim.from_plain(plain) == CLAIMS[0]

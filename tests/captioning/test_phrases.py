@@ -42,7 +42,14 @@ KINDS = phrase_kinds(VOCABULARY)
 SURE, UNSURE = 0.9, 0.05
 
 
-def kept(text: str, probabilities: list[float], *, keep: int = 1, floor: float = 0.1) -> str:
+def kept(
+    text: str,
+    probabilities: list[float],
+    *,
+    keep: int = 1,
+    floor: float = 0.1,
+    keep_verb: bool = False,
+) -> str:
     words = text.split()
     assert len(words) == len(probabilities)
     length = sure_length(
@@ -51,6 +58,7 @@ def kept(text: str, probabilities: list[float], *, keep: int = 1, floor: float =
         KINDS,
         keep=keep,
         min_probability=floor,
+        keep_verb=keep_verb,
     )
     return " ".join(words[:length])
 
@@ -66,6 +74,8 @@ def test_a_verb_phrase_goes_with_the_guess_it_led_into():
     text = "a dog is standing on the grass"
     assert kept(text, [SURE] * 6 + [UNSURE]) == "a dog"
     assert kept("a dog is standing", [SURE] * 4) == "a dog is standing"
+    # Where the decoder knows the scene (a setting without evidence cut), the verb stays.
+    assert kept(text, [SURE] * 6 + [UNSURE], keep_verb=True) == "a dog is standing"
 
 
 def test_a_sure_caption_and_a_zero_floor_keep_every_word():

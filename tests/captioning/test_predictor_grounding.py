@@ -5,6 +5,7 @@ heads) gives today's captions exactly."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from captioning.bundle import GROUNDING, MANIFEST, add_files
 from captioning.claims import ANY_LABEL, Claim
 from captioning.grounding import EvidenceHeads, Head, Normaliser
 from captioning.predictor import CaptionPredictor
+from captioning.search import Hypothesis
+from captioning.subjects import Subject
 from tests.support.fixtures import tiny_examples
 
 pytestmark = pytest.mark.slow
@@ -124,3 +127,41 @@ def test_a_caption_left_without_its_noun_is_decoded_again_whole(
     monkeypatch.setattr(type(predictor.word_roles), "breaks", lambda self, token_ids: False)
     unguarded = predictor.caption_images(images, settings)
     assert any(broken(r.best.tokens) for r in unguarded), "the test needs a broken caption"
+
+
+def test_a_setting_without_its_evidence_is_cut_from_the_caption(
+    tiny_artifacts, tmp_path, images
+) -> None:
+    """ "on white" stands in for "in the snow": with a person found, captions are otherwise
+    whole, yet the phrase naming a setting whose evidence is missing goes, and only it."""
+    setting = Claim("snow", 1, ("white", "black"), setting=True)
+    without = grounded(tiny_artifacts, tmp_path / "a", {"person": 30.0, "snow": -30.0}, setting)
+    with_it = grounded(tiny_artifacts, tmp_path / "b", {"person": 30.0, "snow": 30.0}, setting)
+    whole = texts(with_it, images)
+    assert all(text.endswith((" on white", " on black")) for text in whole), whole
+    cut = texts(without, images)
+    assert cut == [text.rsplit(" on ", 1)[0] for text in whole]
+    assert texts(without, images, min_word_probability=0.0) == whole
+
+
+def test_on_a_whole_sentence_only_the_unsupported_settings_phrase_goes(tiny_predictor) -> None:
+    """Where captions are otherwise whole (floor 0), an unsupported setting cuts only its own
+    phrase after the subject: nothing before the subject goes, unlike on a photo whose
+    caption the decoder guesses (floor above 0), where unsure words before it go too."""
+    vocabulary = tiny_predictor.vocabulary
+    ids = tuple(vocabulary.id_of(word) for word in ["a", "red", "circle", "on", "white"])
+    circle = vocabulary.id_of("circle")
+    subject = Subject("circle", {circle: "circle"}, frozenset({circle}))
+    hypothesis = Hypothesis(ids, 5 * math.log(0.9), math.log(0.9), None, (math.log(0.9),) * 5)
+    settings = tiny_predictor.search
+
+    def kept(floor: float, setting: str) -> str:
+        unsupported = frozenset({vocabulary.id_of(setting)})
+        cut = tiny_predictor._sure_part(
+            hypothesis, subject, settings, floor=floor, unsupported=unsupported
+        )
+        return " ".join(vocabulary.decode(cut.token_ids))
+
+    assert kept(0.0, "white") == "a red circle"
+    assert kept(0.0, "red") == "a red circle on white"
+    assert kept(0.1, "red") == "a circle on white"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from captioning.bundle import GROUNDING, MANIFEST, load_bundle
-from captioning.grounding import ClassGroups
+from captioning.claims import Claim
+from captioning.grounding import ClassGroups, EvidenceHeads, Head, Normaliser
 from captioning.predictor import CaptionPredictor
 from tests.support.wordnet import write_wordnet
 from training.cli import main as cli_main
@@ -29,6 +30,7 @@ from training.grounding import (
     label_from_captions,
     rates,
     read_labels_tsv,
+    setting_claims,
     stratified_folds,
 )
 from training.mentions import Lexicon
@@ -145,6 +147,10 @@ def test_labels_tsv(tmp_path) -> None:
     assert labelled.paths[0].parent == tmp_path
     assert labelled.targets["person"].tolist() == [1.0, 0.0]
     assert np.isnan(labelled.targets["person>=2"][0]) and labelled.targets["person>=2"][1] == 0
+    # A setting is there when the reference caption says it.
+    assert labelled.targets["snow"].tolist() == [0.0, 0.0]
+    path.write_text("a.jpg\t1\t0\t0\ta man skiing in deep snow\nb.jpg\t0\t1\t0\ta dog\n")
+    assert read_labels_tsv(path).targets["snow"].tolist() == [1.0, 0.0]
     path.write_text("a.jpg\tyes\t0\t0\n")
     with pytest.raises(ValueError, match="0 or 1"):
         read_labels_tsv(path)
@@ -252,3 +258,16 @@ def test_add_grounding_on_the_tiny_model(
     assert any((tmp_path / "cache").iterdir())
     nothing = ["add-grounding", "--data", str(root), "--artifacts", str(artifacts)]
     assert cli_main([*nothing, "--wordnet", str(wordnet_dir)]) == 2
+
+
+def test_setting_claims_follow_the_scenery_heads_fitted() -> None:
+    size = 3
+    heads = EvidenceHeads(
+        tuple(
+            Head(label, 1, ("pooled",), np.zeros(size, np.float32), 0.0, 0.5)
+            for label in ("person", "snow")
+        ),
+        {"pooled": Normaliser(np.zeros(size), np.ones(size))},
+    )
+    claims = setting_claims(heads, ["a", "dog", "in", "the", "snow", "skiing", "grass"])
+    assert claims == (Claim("snow", 1, ("skiing", "snow"), setting=True),)
