@@ -61,8 +61,9 @@ class CaptionOptions(BaseModel):
         None,
         description="Mention people, dogs, cats, other animals, how many of them, and what only "
         "the living do ('playing', 'in its mouth') only where the photo's evidence (the "
-        "`evidence` in the answer) supports it. Default: the server's (on); "
-        "false gives the decoder's own words.",
+        "`evidence` in the answer) supports it; cut a setting it does not support ('in the "
+        "snow', 'on the grass') when `min_word_probability` is above 0. Default: the server's "
+        "(on); false gives the decoder's own words.",
     )
     concepts: bool | None = Field(
         None,
@@ -77,7 +78,9 @@ class CaptionOptions(BaseModel):
         description="On a photo without people or dogs (where the decoder guesses the setting), "
         "name the subject first and cut the caption before the first phrase after it holding "
         "a word the decoder gave less than this probability: 'a zebra', not 'a large zebra "
-        "is riding on a dirt path'. 0 gives whole sentences. Default: the server's "
+        "is riding on a dirt path'. With grounding, a setting without evidence ('in the "
+        "snow') is cut from every photo's caption too. 0 gives whole sentences. Default: the "
+        "server's "
         f"({DEFAULT_MIN_WORD_PROBABILITY}).",
     )
 
@@ -145,8 +148,8 @@ class CaptionResponse(BaseModel):
     evidence: list[EvidenceItem] = Field(
         default_factory=list,
         description="What grounding found in the photo, which decides the people, animals, "
-        "counts and doings of the living a caption may mention. Empty when grounding is off "
-        "or the model has none.",
+        "counts, doings of the living and settings (ball, grass, water, snow) a caption may "
+        "mention. Empty when grounding is off or the model has none.",
         examples=[[{"label": "person", "score": 0.97, "count": 2}]],
     )
     width: int = Field(description="Image width after EXIF rotation.", examples=[640])

@@ -57,7 +57,8 @@ def add_caption_options(parser: argparse.ArgumentParser) -> None:
         "--min-word-probability",
         type=float,
         help="on photos without people or dogs, cut the caption before the first phrase after "
-        "its subject holding a word the decoder gave less than this; 0: whole sentences "
+        "its subject holding a word the decoder gave less than this (and, with grounding, on "
+        "every photo a setting without evidence); 0: whole sentences "
         f"(default: {DEFAULT_MIN_WORD_PROBABILITY})",
     )
 

@@ -54,6 +54,7 @@ class SearchSettings:
     # On a photo without people or dogs (Flickr8k's scenes), name the subject among the first
     # words and cut the caption before the first phrase after it holding a word the decoder
     # gave less than this probability (a guessed setting: "... in front of a waterfall");
+    # with grounding, a setting without evidence is cut on every photo too ("in the snow");
     # 0: whole sentences everywhere.
     min_word_probability: float = DEFAULT_MIN_WORD_PROBABILITY
     # The model's longest caption: `max_length` may not exceed it. None: no model limit.
