@@ -20,13 +20,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.experiments.photo_weight import best_captions, encode_all
+from benchmarks.experiments.photo_weight import (
+    OPEN_WORLD,
+    add_photo_arguments,
+    best_captions,
+    load_scored_photos,
+)
 from captioning.phrases import WordRoles
 from captioning.predictor import CaptionPredictor
 from captioning.types import EncodedImages
-from training.data import load_flickr8k
 from training.metrics import java_available, score_captions
-from training.open_world import class_named_photos, read_labels
 
 logger = logging.getLogger(__name__)
 
@@ -68,45 +71,35 @@ def decoding_ms(predictor: CaptionPredictor, encoded: EncodedImages) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument(
-        "--openworld", type=Path, required=True, help="imagenet-sample/ + labels.tsv"
-    )
-    parser.add_argument("--data", type=Path, required=True, help="the Flickr8k folder (dev split)")
+    add_photo_arguments(parser)
     parser.add_argument("--output", type=Path, default=Path("/tmp/broken-english"))
     parser.add_argument("--timing-photos", type=int, default=0, help="0: no timing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     predictor = CaptionPredictor.from_artifacts(args.artifacts)
-    labels = read_labels(args.openworld / "labels.tsv")
-    photos = [p for p in class_named_photos(args.openworld / "imagenet-sample") if p.name in labels]
-    dev = load_flickr8k(args.data).splits["dev"]
-    open_world, flickr = encode_all(predictor, photos), encode_all(predictor, dev.image_paths)
-    references = {
-        "open_world": [[labels[p.name].caption] for p in photos],
-        "dev": dev.raw_captions,
-    }
-    names = {"open_world": [p.name for p in photos], "dev": [p.name for p in dev.image_paths]}
+    photos = load_scored_photos(predictor, args.openworld, args.data)
     args.output.mkdir(parents=True, exist_ok=True)
     guarded = predictor.word_roles
     results: dict[str, dict] = {}
     for arm, roles in _arms(predictor).items():
         predictor.word_roles = roles
         results[arm] = {}
-        for split, encoded in (("open_world", open_world), ("dev", flickr)):
+        for split, encoded in photos.encoded.items():
             said = best_captions(predictor, encoded, predictor.search)
-            scores = score_captions(references[split], said, full=False, ptb=java_available())
+            scores = score_captions(
+                photos.references[split], said, full=False, ptb=java_available()
+            )
             results[arm][split] = {
                 "cider": round(scores["CIDEr"], 4),
                 "broken": broken_share(predictor, guarded, said),
             }
-            captions = dict(zip(names[split], said, strict=True))
+            captions = dict(zip(photos.names[split], said, strict=True))
             (args.output / f"{arm}_{split}.json").write_text(json.dumps(captions, indent=1))
         logger.info("re-decoding %s: %s", arm, json.dumps(results[arm]))
     predictor.word_roles = guarded
     if args.timing_photos:
-        timed = decoding_ms(predictor, open_world[: args.timing_photos])
+        timed = decoding_ms(predictor, photos.encoded[OPEN_WORLD][: args.timing_photos])
         for arm, ms in timed.items():
             results[arm]["decoding_ms_per_caption"] = ms
     print(json.dumps(results, indent=2))

@@ -19,12 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.experiments.photo_weight import best_captions, encode_all
+from benchmarks.experiments.photo_weight import (
+    DEV,
+    OPEN_WORLD,
+    add_photo_arguments,
+    best_captions,
+    load_scored_photos,
+)
 from captioning.predictor import CaptionPredictor
 from captioning.types import EncodedImages
-from training.data import load_flickr8k
 from training.metrics import java_available, score_captions
-from training.open_world import class_named_photos, read_labels
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +54,7 @@ def decoding_ms(predictor: CaptionPredictor, encoded: EncodedImages, floors: lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument(
-        "--openworld", type=Path, required=True, help="imagenet-sample/ + labels.tsv"
-    )
-    parser.add_argument("--data", type=Path, required=True, help="the Flickr8k folder (dev split)")
+    add_photo_arguments(parser)
     parser.add_argument("--floors", default="0,0.05,0.1,0.15", help="comma-separated floors")
     parser.add_argument("--output", type=Path, default=Path("/tmp/caption-cut"))
     parser.add_argument("--timing-photos", type=int, default=0, help="0: no timing")
@@ -62,37 +62,35 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     predictor = CaptionPredictor.from_artifacts(args.artifacts)
-    labels = read_labels(args.openworld / "labels.tsv")
-    photos = [p for p in class_named_photos(args.openworld / "imagenet-sample") if p.name in labels]
-    dev = load_flickr8k(args.data).splits["dev"]
-    open_world, flickr = encode_all(predictor, photos), encode_all(predictor, dev.image_paths)
+    photos = load_scored_photos(predictor, args.openworld, args.data)
     args.output.mkdir(parents=True, exist_ok=True)
     results = {}
     for floor in (float(f) for f in args.floors.split(",")):
-        said_open, said_dev = (
-            captions(predictor, open_world, floor),
-            captions(predictor, flickr, floor),
+        said = {
+            split: captions(predictor, encoded, floor) for split, encoded in photos.encoded.items()
+        }
+        open_scores, dev_scores = (
+            score_captions(photos.references[split], said[split], full=False, ptb=java_available())
+            for split in (OPEN_WORLD, DEV)
         )
-        open_scores = score_captions(
-            [[labels[p.name].caption] for p in photos], said_open, full=False, ptb=java_available()
-        )
-        dev_scores = score_captions(dev.raw_captions, said_dev, full=False, ptb=java_available())
         results[floor] = {
             "open_world_cider_d": round(open_scores["CIDEr"], 4),
-            "open_world_words": round(float(np.mean([len(c.split()) for c in said_open])), 2),
+            "open_world_words": round(
+                float(np.mean([len(c.split()) for c in said[OPEN_WORLD]])), 2
+            ),
             "dev_cider": round(dev_scores["CIDEr"], 4),
             "dev_bleu_4": round(dev_scores["BLEU-4"], 4),
-            "dev_words": round(float(np.mean([len(c.split()) for c in said_dev])), 2),
+            "dev_words": round(float(np.mean([len(c.split()) for c in said[DEV]])), 2),
         }
         logger.info("min_word_probability %s: %s", floor, json.dumps(results[floor]))
-        said = {
-            "open_world": dict(zip([p.name for p in photos], said_open, strict=True)),
-            "dev": dict(zip([p.name for p in dev.image_paths], said_dev, strict=True)),
+        named = {
+            split: dict(zip(photos.names[split], texts, strict=True))
+            for split, texts in said.items()
         }
-        (args.output / f"captions_{floor}.json").write_text(json.dumps(said, indent=1) + "\n")
+        (args.output / f"captions_{floor}.json").write_text(json.dumps(named, indent=1) + "\n")
     if args.timing_photos:
         floors = list(results)
-        timed = decoding_ms(predictor, open_world[: args.timing_photos], floors)
+        timed = decoding_ms(predictor, photos.encoded[OPEN_WORLD][: args.timing_photos], floors)
         for floor, ms in timed.items():
             results[floor]["decoding_ms_per_caption"] = ms
     print(json.dumps(results, indent=2))

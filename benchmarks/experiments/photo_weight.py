@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,47 @@ def encode_all(predictor: CaptionPredictor, paths: list[Path]) -> EncodedImages:
         np.concatenate([p.pooled for p in parts]),
         np.concatenate([p.concepts for p in parts]),
         np.concatenate([p.classes for p in parts]),
+    )
+
+
+OPEN_WORLD, DEV = "open_world", "dev"
+
+
+@dataclass(frozen=True)
+class ScoredPhotos:
+    """The labelled open-world photos and Flickr8k's dev split, each encoded once, with their
+    names and reference captions, by split (OPEN_WORLD, DEV)."""
+
+    names: dict[str, list[str]]
+    encoded: dict[str, EncodedImages]
+    references: dict[str, list[list[str]]]
+
+
+def add_photo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments `load_scored_photos` needs: --artifacts, --openworld and --data."""
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--openworld", type=Path, required=True, help="imagenet-sample/ + labels.tsv"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="the Flickr8k folder (dev split)")
+
+
+def load_scored_photos(predictor: CaptionPredictor, openworld: Path, data: Path) -> ScoredPhotos:
+    from training.data import load_flickr8k
+
+    labels = read_labels(openworld / "labels.tsv")
+    photos = [p for p in class_named_photos(openworld / "imagenet-sample") if p.name in labels]
+    dev = load_flickr8k(data).splits["dev"]
+    return ScoredPhotos(
+        names={OPEN_WORLD: [p.name for p in photos], DEV: [p.name for p in dev.image_paths]},
+        encoded={
+            OPEN_WORLD: encode_all(predictor, photos),
+            DEV: encode_all(predictor, dev.image_paths),
+        },
+        references={
+            OPEN_WORLD: [[labels[p.name].caption] for p in photos],
+            DEV: [list(captions) for captions in dev.raw_captions],
+        },
     )
 
 
