@@ -142,8 +142,8 @@ class WordRoles:
 
     When grounding forbids the noun the decoder was heading for, it can fall into broken
     English: "a little is sitting on a train" (no "girl"), "a white and white bird", "is is".
-    The searches forbid such continuations (`blocked_after`), so the beam takes its next
-    best, whole sentence instead.
+    The predictor decodes such a caption again with the searches forbidding these
+    continuations (`blocked_after`), so the beam takes its next best, whole sentence.
     """
 
     conjunction: int | None  # "and"

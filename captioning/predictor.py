@@ -231,7 +231,9 @@ class CaptionPredictor:
         photo's confident concept) supports it, and word salad becomes the concept named
         plainly. With `settings.concepts`, an image whose caption does not name its most
         specific confident concept is decoded again, constrained to name it. An image whose
-        captions break English is decoded again with the searches kept from it (`WordRoles`)."""
+        captions break English is decoded again with the searches kept from it (`WordRoles`).
+        With `settings.min_word_probability` above 0, captions are cut where the decoder is
+        unsure (photos without people or dogs) or names a setting without evidence (all)."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
         found: list[Subject | None] = [None] * len(encoded)
@@ -424,7 +426,7 @@ class CaptionPredictor:
     ) -> CaptionResult:
         """The result, its best caption named plainly ("a whistle") when grounding left the
         decoder only word salad (`captioning.claims.is_word_salad`); `plain`: that name, for
-        a caption found to be salad before it was cut."""
+        a caption judged salad before the searches decoded it again (`generate`)."""
         best = result.best
         if plain is None and is_word_salad(best.tokens, best.score):
             plain = self._plain_name(subject, encoded, index, result.evidence)
