@@ -230,17 +230,22 @@ class CaptionPredictor:
         two of them or any living thing ("playing") is written only where the evidence (or the
         photo's confident concept) supports it, and word salad becomes the concept named
         plainly. With `settings.concepts`, an image whose caption does not name its most
-        specific confident concept is decoded again, constrained to name it. An image whose
+        specific confident concept is decoded again, constrained to name it; on photos where
+        grounding finds no person or dog, a less confident concept is named when none reaches
+        the threshold (`UNKNOWN_SCENE_CONCEPT_THRESHOLD`). An image whose
         captions break English is decoded again with the searches kept from it (`WordRoles`).
         With `settings.min_word_probability` above 0, captions are cut where the decoder is
         unsure (photos without people or dogs) or names a setting without evidence (all)."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
+        grounded = settings.grounding and self.claim_rule is not None
         found: list[Subject | None] = [None] * len(encoded)
         if self.namer is not None and encoded.concepts is not None:
-            found = self.namer.subjects(encoded.concepts)
+            # Outside Flickr8k's scenes a less confident concept beats the decoder's guess.
+            unknown_scene = guesses_scene(evidence) if grounded else None
+            found = self.namer.subjects(encoded.concepts, unknown_scene)
         penalty = None
-        if settings.grounding and self.claim_rule is not None:
+        if grounded:
             # The concept is evidence of its own: a terrier's caption may say "dog".
             allowed = [() if s is None else s.supported for s in found]
             penalty = self.claim_rule.word_penalty(evidence, allowed)

@@ -17,6 +17,12 @@ from captioning.bundle import ArtifactError
 from captioning.concepts import ConceptTable
 from captioning.text import Vocabulary
 
+# On photos where grounding finds none of Flickr8k's subjects (people, dogs), the decoder's own
+# subject is a guess from Flickr8k's scenes ("a small brown and white duck" for a meat loaf), so
+# there a concept is named from this lower probability on when none reaches the threshold.
+# Tuned on the shared photos (docs/experiments.md).
+UNKNOWN_SCENE_CONCEPT_THRESHOLD = 0.25
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -36,7 +42,13 @@ class Subject:
 class SubjectNamer:
     """The subjects of images from their concept probabilities, and captions that show them."""
 
-    def __init__(self, table: ConceptTable, vocabulary: Vocabulary, threshold: float) -> None:
+    def __init__(
+        self,
+        table: ConceptTable,
+        vocabulary: Vocabulary,
+        threshold: float,
+        unknown_scene_threshold: float = UNKNOWN_SCENE_CONCEPT_THRESHOLD,
+    ) -> None:
         stand_ins = {*table.stand_ins, *(w for w in table.stand_in_plurals if w)}
         unknown = sorted(w for w in stand_ins if w not in vocabulary)
         if unknown:
@@ -44,6 +56,8 @@ class SubjectNamer:
         self.table = table
         self.vocabulary = vocabulary
         self.threshold = threshold
+        # Never above the threshold: a photo outside Flickr8k's scenes needs no more evidence.
+        self.unknown_scene_threshold = min(unknown_scene_threshold, threshold)
         self._cache: dict[int, Subject] = {}
 
     def subject(self, index: int) -> Subject:
@@ -68,9 +82,19 @@ class SubjectNamer:
             if word in vocabulary
         )
 
-    def subjects(self, concepts: np.ndarray) -> list[Subject | None]:
-        """Each image's most specific confident concept, from (images, concepts) probabilities."""
-        found = (self.table.subject(row, self.threshold) for row in concepts)
+    def subjects(
+        self, concepts: np.ndarray, unknown_scene: Sequence[bool] | None = None
+    ) -> list[Subject | None]:
+        """Each image's most specific confident concept, from (images, concepts) probabilities;
+        for an image marked in `unknown_scene` without one, the most specific concept at
+        `unknown_scene_threshold` (a concept confident at the threshold keeps its place)."""
+        marked = [False] * len(concepts) if unknown_scene is None else unknown_scene
+        found = []
+        for row, unknown in zip(concepts, marked, strict=True):
+            index = self.table.subject(row, self.threshold)
+            if index is None and unknown:
+                index = self.table.subject(row, self.unknown_scene_threshold)
+            found.append(index)
         return [None if index is None else self.subject(index) for index in found]
 
     def plain_name(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from captioning.concepts import ConceptTable
-from captioning.subjects import name_subject
+from captioning.subjects import SubjectNamer, name_subject
+from captioning.text import Vocabulary
 
 # Three classes: two dog breeds and a tabby; concepts: terrier, dog, cat.
 TABLE = ConceptTable(
@@ -36,6 +37,17 @@ def test_the_subject_is_the_most_specific_confident_concept() -> None:
     assert TABLE.subject(np.array([0.3, 0.6, 0.1]), 0.5) == 1
     assert TABLE.subject(np.array([0.1, 0.2, 0.3]), 0.5) is None
     assert TABLE.related(0) == {0, 1}
+
+
+def test_outside_flickr8ks_scenes_a_less_confident_concept_is_named() -> None:
+    vocabulary = Vocabulary.build([["a", "dog", "and", "a", "cat", "dogs", "cats"]], min_count=1)
+    namer = SubjectNamer(TABLE, vocabulary, threshold=0.5, unknown_scene_threshold=0.25)
+    rows = np.array([[0.1, 0.3, 0.1], [0.1, 0.3, 0.1], [0.3, 0.6, 0.1], [0.1, 0.2, 0.1]])
+    found = namer.subjects(rows, unknown_scene=[False, True, True, True])
+    # A photo of Flickr8k's scenes needs the threshold; a concept confident at the threshold
+    # keeps its place ("dog", not the less confident but more specific "terrier").
+    assert [None if s is None else s.word for s in found] == [None, "dog", "dog", None]
+    assert SubjectNamer(TABLE, vocabulary, 0.2).unknown_scene_threshold == 0.2  # never above
 
 
 def test_a_decoders_input_concept_is_the_subject_counted_from_one() -> None:
