@@ -19,6 +19,10 @@ CONCEPTS_FORMAT = "captioner-concepts/1"
 # on the shared sets: at 0.4 the open-world photos gain most while Flickr8k dev CIDEr holds
 # (docs/experiments.md).
 DEFAULT_CONCEPT_THRESHOLD = 0.4
+# How a concept's word is written with nothing of the decoder's around it ("a desk", "bread",
+# "jeans"): counted from caption text when the table is built (`training.noun_forms`).
+COUNTABLE, MASS, PLURAL = "countable", "mass", "plural"
+NOUN_FORMS = (COUNTABLE, MASS, PLURAL)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class ConceptTable(PlainJsonFile):
     plurals: tuple[str, ...]  # per concept: its word in the plural
     stand_in_plurals: tuple[str | None, ...]  # the stand-in's plural, if the vocabulary has it
     synonyms: tuple[tuple[str, ...], ...]  # per concept: its other lemmas ("bike", "cycle")
+    # Per concept: COUNTABLE, MASS or PLURAL; empty: all countable (a table built without text).
+    forms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.class_concepts) != len(self.class_ids):
@@ -47,6 +53,8 @@ class ConceptTable(PlainJsonFile):
         lengths = {len(self.wnids), len(self.stand_ins), len(self.plurals), len(self.synonyms)}
         if lengths | {len(self.stand_in_plurals)} != {count}:
             raise ValueError("concepts.json: the concepts' fields differ in length")
+        if self.forms and (len(self.forms) != count or not set(self.forms) <= set(NOUN_FORMS)):
+            raise ValueError(f"concepts.json: one form per concept is required, of {NOUN_FORMS}")
         if any(not 0 <= i < count for found in self.class_concepts for i in found):
             raise ValueError("concepts.json: a class names a concept that does not exist")
         membership = np.zeros((len(self.class_ids), count), np.float32)
@@ -64,6 +72,10 @@ class ConceptTable(PlainJsonFile):
     @property
     def num_classes(self) -> int:
         return len(self.class_ids)
+
+    def form(self, index: int) -> str:
+        """How concept `index`'s word is written alone: COUNTABLE, MASS or PLURAL."""
+        return self.forms[index] if self.forms else COUNTABLE
 
     def concept_probabilities(self, class_probabilities: np.ndarray) -> np.ndarray:
         """(batch, classes) softmax outputs -> (batch, concepts) rolled-up probabilities."""
@@ -121,15 +133,19 @@ class ConceptTable(PlainJsonFile):
                     "stand_in": stand_in,
                     "stand_in_plural": stand_in_plural,
                     "synonyms": list(synonyms),
+                    # Written only where it is not COUNTABLE, the form a table without one has.
+                    **({"form": self.form(index)} if self.form(index) != COUNTABLE else {}),
                 }
-                for word, plural, wnid, stand_in, stand_in_plural, synonyms in zip(
-                    self.words,
-                    self.plurals,
-                    self.wnids,
-                    self.stand_ins,
-                    self.stand_in_plurals,
-                    self.synonyms,
-                    strict=True,
+                for index, (word, plural, wnid, stand_in, stand_in_plural, synonyms) in enumerate(
+                    zip(
+                        self.words,
+                        self.plurals,
+                        self.wnids,
+                        self.stand_ins,
+                        self.stand_in_plurals,
+                        self.synonyms,
+                        strict=True,
+                    )
                 )
             ],
         }
@@ -152,6 +168,8 @@ class ConceptTable(PlainJsonFile):
                     for c in concepts
                 ),
                 synonyms=tuple(tuple(str(w) for w in c["synonyms"]) for c in concepts),
+                # Tables written before noun forms: every word counted, as they were written.
+                forms=tuple(str(c.get("form", COUNTABLE)) for c in concepts),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"concepts.json lacks a required field: {exc}") from exc

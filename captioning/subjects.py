@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from captioning.bundle import ArtifactError
-from captioning.concepts import ConceptTable
+from captioning.concepts import COUNTABLE, PLURAL, ConceptTable
+from captioning.phrases import ADJECTIVES
 from captioning.text import Vocabulary
 
 # On photos where grounding finds none of Flickr8k's subjects (people, dogs), the decoder's own
@@ -37,6 +38,7 @@ class Subject:
     # The tokens of the concept and its broader concepts ("dog" for a terrier): what the
     # concept is evidence for, so grounding lets a caption say them.
     supported: frozenset[int] = frozenset()
+    form: str = COUNTABLE  # how its word is written: "a desk", "bread", "jeans"
 
 
 class SubjectNamer:
@@ -64,12 +66,16 @@ class SubjectNamer:
         """Concept `index` as a `Subject` (built once per concept)."""
         if index not in self._cache:
             table, vocabulary = self.table, self.vocabulary
-            written = {vocabulary.id_of(table.stand_ins[index]): table.words[index]}
+            form = table.form(index)
+            shown = table.plurals[index] if form == PLURAL else table.words[index]
+            written = {vocabulary.id_of(table.stand_ins[index]): shown}
             if table.stand_in_plurals[index]:
                 written[vocabulary.id_of(table.stand_in_plurals[index])] = table.plurals[index]
             named = self._tokens(table.related(index))
             supported = self._tokens(table.broader(index)) | written.keys()
-            self._cache[index] = Subject(table.words[index], written, named, frozenset(supported))
+            self._cache[index] = Subject(
+                table.words[index], written, named, frozenset(supported), form
+            )
         return self._cache[index]
 
     def _tokens(self, concepts: frozenset[int]) -> frozenset[int]:
@@ -107,14 +113,18 @@ class SubjectNamer:
         """'a whistle': the subject's word with its article or, when there is no subject, the
         likeliest concept's at `floor` or above whose words are not `forbidden` (grounding's:
         no "a dog" without a dog); None when no concept qualifies."""
-        word = subject.word if subject is not None else None
-        for index in np.argsort(-concepts, kind="stable") if word is None else ():
+        found = None if subject is None else self.table.words.index(subject.word)
+        for index in np.argsort(-concepts, kind="stable") if found is None else ():
             if concepts[index] < floor:
                 break
             if not forbidden.intersection(self.table.words[index].split(" ")):
-                word = self.table.words[index]
+                found = int(index)
                 break
-        return None if word is None else " ".join(name_subject(("a", word), 1, word))
+        if found is None:
+            return None
+        form = self.table.form(found)
+        word = self.table.plurals[found] if form == PLURAL else self.table.words[found]
+        return " ".join(name_subject(("a", word), 1, word, form))
 
     def show(
         self, words: tuple[str, ...], token_ids: tuple[int, ...], subject: Subject
@@ -123,16 +133,20 @@ class SubjectNamer:
         position = next((i for i, t in enumerate(token_ids) if t in subject.written), None)
         if position is None:
             return words
-        return name_subject(words, position, subject.written[token_ids[position]])
+        return name_subject(words, position, subject.written[token_ids[position]], subject.form)
 
 
 _AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "once")
 _SILENT_H = ("hour", "honest", "honor", "honour", "heir")
 
 
-def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str, ...]:
+def name_subject(
+    words: tuple[str, ...], position: int, word: str, form: str = COUNTABLE
+) -> tuple[str, ...]:
     """The caption with `word` at `position` (where the decoder wrote its stand-in), and the
-    article before it agreeing ("a animal" -> "an axolotl", "an animal" -> "a zebra")."""
+    article before it agreeing ("a animal" -> "an axolotl", "an animal" -> "a zebra"); a word
+    of another `form` than COUNTABLE loses the article ("a bread" -> "bread"), and a PLURAL
+    one takes a plural verb ("jeans are")."""
     named = list(words)
     parts = word.split(" ")
     # "soccer" + "ball" -> "soccer ball", not "soccer soccer ball".
@@ -145,7 +159,24 @@ def name_subject(words: tuple[str, ...], position: int, word: str) -> tuple[str,
         0,
     )
     named[position - lead : position + 1] = [word]
+    if form != COUNTABLE:
+        named = _without_article(named, position - lead, plural=form == PLURAL)
     return agree_articles(named)
+
+
+def _without_article(words: list[str], at: int, *, plural: bool) -> list[str]:
+    """The words without the "a"/"an" that opens the noun phrase of the word at `at` (before
+    its adjectives), and with "is" after it made "are" for a `plural` word."""
+    start = at - 1
+    while start >= 0 and (words[start] in ADJECTIVES or words[start] == "and"):
+        start -= 1
+    kept = list(words)
+    if start >= 0 and kept[start] in ("a", "an"):
+        del kept[start]
+        at -= 1
+    if plural and at + 1 < len(kept) and kept[at + 1] == "is":
+        kept[at + 1] = "are"
+    return kept
 
 
 def agree_articles(words: Sequence[str]) -> tuple[str, ...]:

@@ -56,6 +56,7 @@ def export_artifacts(
     dev: Split,
     dev_features: Features,
     concepts: ConceptTable | None = None,
+    forms_counted_in: dict[str, int] | None = None,
 ) -> dict:
     """Strip the optimizer (a fresh, uncompiled copy), score dev with beam search, write."""
     serving_decoder = build_decoder(decoder_config)
@@ -70,7 +71,9 @@ def export_artifacts(
     if len(encoder.outputs) > 2:  # the ImageNet head: tags and captions that name them
         bundle.concepts = concepts or build_for_vocabulary(vocabulary, config.wordnet_dir)
         manifest["encoder"]["classes"] = bundle.concepts.num_classes
-        manifest["concepts"] = concepts_manifest(bundle.concepts, DEFAULT_CONCEPT_THRESHOLD)
+        manifest["concepts"] = concepts_manifest(
+            bundle.concepts, DEFAULT_CONCEPT_THRESHOLD, forms_counted_in
+        )
     # Dev is scored on the cached features, with their concepts but without grounding (added
     # later by add-grounding); `python -m training evaluate` scores the whole service path.
     predictor = CaptionPredictor(bundle, encoder=KerasEncoder(encoder))

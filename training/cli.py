@@ -212,6 +212,11 @@ def _add_concept_commands(
     concepts.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     concepts.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     concepts.add_argument("--threshold", type=float, default=None, help="tag/caption threshold")
+    forms_help = "caption text to count noun forms in (a desk, bread, jeans): "
+    concepts.add_argument("--data", type=Path, help=forms_help + "Flickr8k's training captions")
+    concepts.add_argument(
+        "--text-corpora", type=Path, help=forms_help + "a folder laid out as ../shared/caption-text"
+    )
 
 
 def record_metrics(artifacts: Path, summary: dict) -> None:
@@ -247,9 +252,11 @@ def _run_concept_command(args: argparse.Namespace) -> dict:
         )  # fmt: skip
     from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD
     from training.concepts import add_concepts
+    from training.noun_forms import caption_text
 
     threshold = DEFAULT_CONCEPT_THRESHOLD if args.threshold is None else args.threshold
-    return add_concepts(args.artifacts, args.wordnet, threshold)["concepts"]
+    captions, counted_in = caption_text(args.data, args.text_corpora)
+    return add_concepts(args.artifacts, args.wordnet, threshold, captions, counted_in)["concepts"]
 
 
 def _predictor(args: argparse.Namespace) -> CaptionPredictor:

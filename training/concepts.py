@@ -29,15 +29,16 @@ for "animal" and "food" ("toucan" -> "bird", "alp" -> "mountain", "zebra" -> "an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from captioning.bundle import CONCEPTS
-from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable
+from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, MASS, PLURAL, ConceptTable
 from captioning.text import SPECIAL_TOKENS, Vocabulary
+from training.noun_forms import MASS_SHARE, MIN_PHRASES, PLURAL_RATIO, noun_forms
 from training.wordnet import WordNet
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,10 @@ def build_concept_table(
     classes: Sequence[str],
     vocabulary: Vocabulary,
     words: CommonWords,
+    captions: Iterable[Sequence[str]] = (),
 ) -> ConceptTable:
-    """Apply the rule in the module docstring to every class."""
+    """Apply the rule in the module docstring to every class; `captions` (tokenised) say how
+    each concept's word is written alone (`training.noun_forms`; none: all counted)."""
     concept_index: dict[str, int] = {}
     concept_words: list[str] = []
     concept_wnids: list[str] = []
@@ -173,13 +176,14 @@ def build_concept_table(
         _stand_in(wordnet, wnid, word, well_learned, vocabulary, words)
         for wnid, word in zip(concept_wnids, concept_words, strict=True)
     ]
+    plurals = [wordnet.plural(word) for word in concept_words]
     return ConceptTable(
         class_ids=tuple(classes),
         class_concepts=tuple(tuple(found) for found in class_concepts),
         words=tuple(concept_words),
         wnids=tuple(concept_wnids),
         stand_ins=tuple(stand_ins),
-        plurals=tuple(wordnet.plural(word) for word in concept_words),
+        plurals=tuple(plurals),
         stand_in_plurals=tuple(
             # "fishes" would read as a verb: a stand-in that is also a verb stays singular.
             plural
@@ -191,6 +195,7 @@ def build_concept_table(
             _synonyms(wordnet, wnid, word, words)
             for wnid, word in zip(concept_wnids, concept_words, strict=True)
         ),
+        forms=noun_forms(concept_words, plurals, captions),
     )
 
 
@@ -270,8 +275,11 @@ def word_vectors(vocabulary: Vocabulary, words: CommonWords) -> np.ndarray:
     return vectors
 
 
-def concepts_manifest(table: ConceptTable, threshold: float) -> dict:
-    """The manifest's record of the concept table and how it was built."""
+def concepts_manifest(
+    table: ConceptTable, threshold: float, forms_from: dict[str, int] | None = None
+) -> dict:
+    """The manifest's record of the concept table and how it was built; `forms_from`: the
+    caption text its noun forms were counted in (source -> captions)."""
     return {
         "file": CONCEPTS,
         "classes": table.num_classes,
@@ -283,20 +291,41 @@ def concepts_manifest(table: ConceptTable, threshold: float) -> dict:
             "max_concepts_per_class": MAX_CONCEPTS_PER_CLASS,
             "well_learned_rank": WELL_LEARNED_RANK,
         },
+        "noun_forms": {
+            "counted_in": forms_from or {},
+            "rule": {
+                "min_phrases": MIN_PHRASES,
+                "mass_share": MASS_SHARE,
+                "plural_ratio": PLURAL_RATIO,
+            },
+            **{form: table.forms.count(form) for form in (MASS, PLURAL)},
+        },
     }
 
 
-def build_for_vocabulary(vocabulary: Vocabulary, wordnet_dir: Path | None = None) -> ConceptTable:
+def build_for_vocabulary(
+    vocabulary: Vocabulary,
+    wordnet_dir: Path | None = None,
+    captions: Iterable[Sequence[str]] = (),
+) -> ConceptTable:
     wordnet = WordNet.load(wordnet_dir) if wordnet_dir else WordNet.load()
-    return build_concept_table(wordnet, read_imagenet_classes(), vocabulary, CommonWords.load())
+    return build_concept_table(
+        wordnet, read_imagenet_classes(), vocabulary, CommonWords.load(), captions
+    )
 
 
 def add_concepts(
-    artifacts: Path, wordnet_dir: Path | None = None, threshold: float = DEFAULT_CONCEPT_THRESHOLD
+    artifacts: Path,
+    wordnet_dir: Path | None = None,
+    threshold: float = DEFAULT_CONCEPT_THRESHOLD,
+    captions: Sequence[Sequence[str]] = (),
+    counted_in: dict[str, int] | None = None,
 ) -> dict:
     """Give a trained bundle its concepts without retraining: the same encoder with its
-    ImageNet head (encoder.keras and encoder.tflite) and concepts.json. The decoder, the
-    vocabulary and the features the decoder was trained on are unchanged."""
+    ImageNet head (encoder.keras and encoder.tflite) and concepts.json, its noun forms counted
+    in `captions` (from the sources `counted_in` names). The decoder, the vocabulary and the
+    features the decoder was trained on are unchanged; a bundle whose encoder has the head
+    already keeps its encoder files, and only concepts.json is built again."""
     from captioning.bundle import ENCODER_KERAS, ENCODER_TFLITE, add_files
     from training.export import export_tflite
     from training.modeling.bundle import load_keras_bundle
@@ -307,13 +336,17 @@ def add_concepts(
     backbone = bundle.manifest["encoder"]["backbone"]
     if bundle.manifest["encoder"].get("weights") != "imagenet":
         raise ValueError("concepts need the ImageNet-pretrained encoder and its classifier")
+    if len(bundle.encoder.outputs) > 2:  # grid, pooled and the classifier's logits
+        table = build_for_vocabulary(bundle.vocabulary, wordnet_dir, captions)
+        record = concepts_manifest(table, threshold, counted_in)
+        return add_files(artifacts, {CONCEPTS: table.to_json()}, {"concepts": record})
     encoder = build_encoder(backbone, "imagenet", include_top=True)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, *encoder.input_shape[1:]))
     pixels = pixels.astype(np.float32)
     ours, theirs = KerasEncoder(encoder)(pixels).pooled, KerasEncoder(bundle.encoder)(pixels).pooled
     if np.abs(ours - theirs).max() > 1e-4 * np.abs(theirs).max():
         raise ValueError(f"{artifacts}'s encoder is not the ImageNet {backbone}: it was changed")
-    table = build_for_vocabulary(bundle.vocabulary, wordnet_dir)
+    table = build_for_vocabulary(bundle.vocabulary, wordnet_dir, captions)
     encoder_info = {**bundle.manifest["encoder"], "classes": table.num_classes}
     return add_files(
         artifacts,
@@ -322,5 +355,5 @@ def add_concepts(
             ENCODER_TFLITE: export_tflite(encoder),
             CONCEPTS: table.to_json(),
         },
-        {"encoder": encoder_info, "concepts": concepts_manifest(table, threshold)},
+        {"encoder": encoder_info, "concepts": concepts_manifest(table, threshold, counted_in)},
     )

@@ -91,6 +91,8 @@ class TrainingData:
     train_entities: np.ndarray | None = None
     text: TextCaptions | None = None
     corpora: list[TextCorpus] = field(default_factory=list)
+    # The caption text the concepts' noun forms were counted in: source -> captions.
+    forms_counted_in: dict[str, int] = field(default_factory=dict)
 
 
 def ships_concepts(config: TrainConfig) -> bool:
@@ -152,6 +154,7 @@ def train(config: TrainConfig) -> dict:
         data.dev,
         data.dev_features,
         data.concepts,
+        data.forms_counted_in,
     )
 
 
@@ -261,7 +264,15 @@ def prepare_data(
 def add_concepts(config: TrainConfig, data: TrainingData, encoder: keras.Model) -> None:
     """The concept table; with `concept_input`, every photo's concept as the encoder sees it
     (as the service will), and the concept each text-only caption names."""
-    data.concepts = build_for_vocabulary(data.vocabulary, config.wordnet_dir)
+    photo_captions = [caption for captions in data.train.captions for caption in captions]
+    corpus_captions = [c for corpus in data.corpora for group in corpus.groups for c in group]
+    data.forms_counted_in = {
+        "flickr8k train": len(photo_captions),
+        **{corpus.name: corpus.captions for corpus in data.corpora},
+    }
+    data.concepts = build_for_vocabulary(
+        data.vocabulary, config.wordnet_dir, photo_captions + corpus_captions
+    )
     classifier = ConceptClassifier(encoder, data.concepts)
     data.train_features.concepts = classifier(data.train_features.pooled)
     data.dev_features.concepts = classifier(data.dev_features.pooled)

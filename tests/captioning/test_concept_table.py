@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from captioning.concepts import ConceptTable
+from captioning.concepts import MASS, PLURAL, ConceptTable
 from captioning.subjects import SubjectNamer, name_subject
 from captioning.text import Vocabulary
 
@@ -73,3 +75,37 @@ def test_a_table_that_names_a_missing_concept_is_refused() -> None:
 )
 def test_the_subject_is_written_in_with_its_article(words, position, word, expected) -> None:
     assert " ".join(name_subject(tuple(words.split()), position, word)) == expected
+
+
+@pytest.mark.parametrize(
+    ("words", "position", "word", "form", "expected"),
+    [
+        ("a animal", 1, "bread", MASS, "bread"),
+        ("a man eating a brown animal", 5, "bread", MASS, "a man eating brown bread"),
+        ("a man in a blue garment", 5, "jeans", PLURAL, "a man in blue jeans"),
+        ("a garment is on the bed", 1, "jeans", PLURAL, "jeans are on the bed"),
+        ("the animal on a table", 1, "bread", MASS, "the bread on a table"),
+    ],
+)
+def test_a_mass_or_plural_word_is_written_without_its_article(
+    words, position, word, form, expected
+) -> None:
+    assert " ".join(name_subject(tuple(words.split()), position, word, form)) == expected
+
+
+def test_noun_forms_travel_with_the_table_and_default_to_counted() -> None:
+    table = dataclasses.replace(TABLE, forms=("countable", "countable", MASS))
+    plain = table.to_plain()
+    assert [c.get("form") for c in plain["concepts"]] == [None, None, MASS]  # counted: unsaid
+    assert ConceptTable.from_plain(plain).form(2) == MASS
+    assert TABLE.form(0) == "countable"  # a table built without caption text
+    with pytest.raises(ValueError, match="one form per concept"):
+        dataclasses.replace(TABLE, forms=("countable", "uncounted", MASS))
+
+
+def test_a_plain_name_of_a_mass_noun_has_no_article() -> None:
+    table = dataclasses.replace(TABLE, forms=("countable", "countable", MASS))
+    vocabulary = Vocabulary.build([["a", "dog", "and", "a", "cat", "dogs", "cats"]], min_count=1)
+    namer = SubjectNamer(table, vocabulary, threshold=0.5)
+    assert namer.plain_name(None, np.array([0.1, 0.2, 0.6]), floor=0.1) == "cat"
+    assert namer.plain_name(None, np.array([0.1, 0.7, 0.2]), floor=0.1) == "a dog"

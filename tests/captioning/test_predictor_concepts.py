@@ -5,29 +5,56 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from captioning.bundle import ENCODER_KERAS, ENCODER_TFLITE, load_bundle
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable
 from captioning.predictor import CaptionPredictor
 from captioning.types import Caption, CaptionResult
 from tests.support.fixtures import tiny_examples
 from tests.support.wordnet import write_wordnet
 from training.concepts import add_concepts
+from training.noun_forms import MIN_PHRASES
+
+ENCODER_FILES = (ENCODER_KERAS, ENCODER_TFLITE)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_artifacts, tmp_path_factory) -> CaptionPredictor:
+def wordnet(tmp_path_factory) -> Path:
+    return write_wordnet(tmp_path_factory.mktemp("wordnet"))
+
+
+@pytest.fixture(scope="module")
+def concept_artifacts(tiny_artifacts, tmp_path_factory, wordnet) -> Path:
     """The tiny model given its concepts after training, from a small WordNet."""
     artifacts = tmp_path_factory.mktemp("concepts") / "artifacts"
     shutil.copytree(tiny_artifacts, artifacts)
-    wordnet = write_wordnet(tmp_path_factory.mktemp("wordnet"))
     manifest = add_concepts(artifacts, wordnet)
     assert manifest["concepts"]["threshold"] == DEFAULT_CONCEPT_THRESHOLD
-    return CaptionPredictor.from_artifacts(artifacts)
+    return artifacts
+
+
+@pytest.fixture(scope="module")
+def predictor(concept_artifacts) -> CaptionPredictor:
+    return CaptionPredictor.from_artifacts(concept_artifacts)
+
+
+def test_concepts_built_again_keep_the_encoder_and_count_noun_forms(
+    concept_artifacts, wordnet, tmp_path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(concept_artifacts, artifacts)
+    encoders = {name: (artifacts / name).read_bytes() for name in ENCODER_FILES}
+    captions = [["a", "dog", "with", "bread"]] * MIN_PHRASES
+    manifest = add_concepts(artifacts, wordnet, captions=captions, counted_in={"mine": 10})
+    assert {name: (artifacts / name).read_bytes() for name in ENCODER_FILES} == encoders
+    assert manifest["concepts"]["noun_forms"]["counted_in"] == {"mine": 10}
+    assert load_bundle(artifacts).concepts is not None  # the hashes were written anew
 
 
 @pytest.fixture(scope="module")

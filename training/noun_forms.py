@@ -1,0 +1,97 @@
+"""How a concept's word is written where the decoder did not write it: "a desk", "bread", "jeans".
+
+WordNet does not say whether a noun is counted. Captions do: where the word heads a noun phrase,
+"a"/"an" opens the phrase of a counted noun ("a desk"), and nothing opens that of a mass noun
+("with bread", "some furniture"); a noun said almost only in the plural ("jeans", "pants") is
+written so. Counted in caption text: Flickr8k's training captions and, when given, the text
+corpora (`training.corpora`). A word the text says too rarely stays counted, as before.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from captioning.concepts import COUNTABLE, MASS, PLURAL
+from captioning.phrases import ADJECTIVES, PHRASE_STARTS, VERB_STARTS
+
+# A word is judged from this many noun phrases it heads with "a"/"an" or with nothing.
+MIN_PHRASES = 10
+# A mass noun: nothing opens at least this share of them ("on display" makes "display" 81%).
+MASS_SHARE = 0.9
+# Written in the plural: said this many times more often in the plural than in the singular.
+PLURAL_RATIO = 50
+# What may follow the noun that heads a phrase (or the caption ends): a preposition, a verb, "and".
+_AFTER_HEAD = PHRASE_STARTS | VERB_STARTS | {"and"}
+# What may come before a bare phrase: a preposition, a verb of having, the start.
+_BEFORE_BARE = PHRASE_STARTS | VERB_STARTS | {"some", "has", "have", ""}
+
+
+def noun_forms(
+    words: Sequence[str], plurals: Sequence[str], captions: Iterable[Sequence[str]]
+) -> tuple[str, ...]:
+    """Per word (with its plural): COUNTABLE, MASS or PLURAL, from tokenised `captions`.
+    A word of several tokens ("ice cream") is counted as the whole phrase."""
+    wanted = {tuple(word.split(" ")) for word in (*words, *plurals)}
+    longest = max((len(phrase) for phrase in wanted), default=0)
+    with_article: Counter[tuple[str, ...]] = Counter()
+    bare: Counter[tuple[str, ...]] = Counter()
+    heads: Counter[tuple[str, ...]] = Counter()
+    for tokens in captions:
+        for start in range(len(tokens)):
+            for size in range(1, longest + 1):
+                phrase = tuple(tokens[start : start + size])
+                if len(phrase) < size:
+                    break
+                ends = start + size == len(tokens)
+                if phrase not in wanted or not (ends or tokens[start + size] in _AFTER_HEAD):
+                    continue
+                heads[phrase] += 1
+                opener = _opener(tokens, start)
+                if opener in ("a", "an"):
+                    with_article[phrase] += 1
+                elif opener in _BEFORE_BARE:
+                    bare[phrase] += 1
+    forms = []
+    for word, plural in zip(words, plurals, strict=True):
+        singular, many = tuple(word.split(" ")), tuple(plural.split(" "))
+        counted, uncounted = with_article[singular], bare[singular]
+        if many != singular and heads[many] >= PLURAL_RATIO * max(heads[singular], 1):
+            forms.append(PLURAL)
+        elif counted + uncounted >= MIN_PHRASES and uncounted >= MASS_SHARE * (counted + uncounted):
+            forms.append(MASS)
+        else:
+            forms.append(COUNTABLE)
+    return tuple(forms)
+
+
+def _opener(tokens: Sequence[str], start: int) -> str:
+    """The word before the adjectives ("and" between them) in front of position `start`; ""
+    at the caption's start."""
+    position = start - 1
+    while position >= 0 and (tokens[position] in ADJECTIVES or tokens[position] == "and"):
+        position -= 1
+    return tokens[position] if position >= 0 else ""
+
+
+def caption_text(
+    flickr8k: Path | None = None, corpora: Path | None = None
+) -> tuple[list[list[str]], dict[str, int]]:
+    """Tokenised captions to count noun forms in: Flickr8k's training captions (its folder)
+    and the text corpora (a folder laid out as ../shared/caption-text); and how many each
+    source gave, for the manifest."""
+    from training.corpora import read_corpora
+    from training.data import load_flickr8k
+
+    captions: list[list[str]] = []
+    counted_in: dict[str, int] = {}
+    if flickr8k is not None:
+        train = load_flickr8k(flickr8k).splits["train"]
+        found = [caption for references in train.captions for caption in references]
+        captions += found
+        counted_in["flickr8k train"] = len(found)
+    for corpus in read_corpora(corpora) if corpora is not None else ():
+        captions += [caption for group in corpus.groups for caption in group]
+        counted_in[corpus.name] = corpus.captions
+    return captions, counted_in
