@@ -92,12 +92,23 @@ class ConceptTable(PlainJsonFile):
             tags.setdefault(self.words[index], Tag(self.words[index], round(probability, 4)))
         return list(tags.values())
 
-    def subject(self, concept_probabilities: np.ndarray, threshold: float) -> int | None:
-        """The most specific concept at or above `threshold` (None: none is confident)."""
+    def subject(
+        self, concept_probabilities: np.ndarray, threshold: float, within: int | None = None
+    ) -> int | None:
+        """The most specific concept at or above `threshold` (None: none is confident); with
+        `within`, only `within` and the concepts it covers ("bird" for "black swan")."""
         confident = np.flatnonzero(concept_probabilities >= threshold)
+        if within is not None:
+            confident = np.array([i for i in confident if within in self.broader(int(i))], int)
         if not len(confident):
             return None
-        return int(min(confident, key=lambda i: (self._breadth[i], -concept_probabilities[i])))
+        # Of two naming the same classes, `within` keeps its place.
+        return int(
+            min(
+                confident,
+                key=lambda i: (self._breadth[i], -concept_probabilities[i], i != within),
+            )
+        )
 
     def entities(self, concept_probabilities: np.ndarray, threshold: float) -> np.ndarray:
         """Each image's subject (`subject`) as a decoder conditioned on concepts takes it:

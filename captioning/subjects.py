@@ -92,14 +92,15 @@ class SubjectNamer:
         self, concepts: np.ndarray, unknown_scene: Sequence[bool] | None = None
     ) -> list[Subject | None]:
         """Each image's most specific confident concept, from (images, concepts) probabilities;
-        for an image marked in `unknown_scene` without one, the most specific concept at
-        `unknown_scene_threshold` (a concept confident at the threshold keeps its place)."""
+        for an image marked in `unknown_scene`, the most specific concept at
+        `unknown_scene_threshold` among those the confident one covers ("a bird" becomes "a
+        black swan"), or among all when none is confident."""
         marked = [False] * len(concepts) if unknown_scene is None else unknown_scene
         found = []
         for row, unknown in zip(concepts, marked, strict=True):
             index = self.table.subject(row, self.threshold)
-            if index is None and unknown:
-                index = self.table.subject(row, self.unknown_scene_threshold)
+            if unknown:
+                index = self.table.subject(row, self.unknown_scene_threshold, within=index)
             found.append(index)
         return [None if index is None else self.subject(index) for index in found]
 
@@ -129,11 +130,16 @@ class SubjectNamer:
     def show(
         self, words: tuple[str, ...], token_ids: tuple[int, ...], subject: Subject
     ) -> tuple[str, ...]:
-        """The caption's words with the concept's word where the decoder wrote a stand-in."""
+        """The caption's words with the concept's word where the decoder wrote a stand-in, and
+        an article before a counted one that opens the caption (the constrained search may
+        start with it: "bell cote is standing" -> "a bell cote is standing")."""
         position = next((i for i, t in enumerate(token_ids) if t in subject.written), None)
         if position is None:
             return words
-        return name_subject(words, position, subject.written[token_ids[position]], subject.form)
+        word = subject.written[token_ids[position]]
+        if position == 0 and word == subject.word and subject.form == COUNTABLE:
+            words, position = ("a", *words), 1
+        return name_subject(words, position, word, subject.form)
 
 
 _AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "once")
