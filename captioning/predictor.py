@@ -57,6 +57,11 @@ SCENE_SUBJECTS = ("person", "dog")
 # everyday things (docs/experiments.md).
 AUTO_STYLE = "auto"
 OBJECT_STYLE = "coco"
+# What a photo outside Flickr8k's scenes left with word salad and no concept is called, by what
+# grounding finds in it: the evidence is surer than any word the decoder could not put in a
+# sentence. (On people and dogs the decoder's own sentence stays: a fluent one repeating
+# "white" reads as salad to the rule.)
+EVIDENCE_NAMES = {"cat": ("a cat", "cats"), "animal": ("an animal", "animals")}
 # The floor a caption holding an unsupported setting is cut with, on photos whose captions are
 # otherwise whole: only that setting's phrase goes.
 UNSUPPORTED_FLOOR = 1e-9
@@ -447,13 +452,15 @@ class CaptionPredictor:
         index: int,
         evidence: Sequence[Evidence],
     ) -> str | None:
-        """The photo's concept named plainly, one whose words grounding allows, or None."""
-        if self.namer is None or encoded.concepts is None:
-            return None
-        forbidden = self.claim_rule.forbidden_words(evidence) if self.claim_rule else None
-        return self.namer.plain_name(
-            subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN, forbidden or frozenset()
-        )
+        """The photo's concept named plainly, one whose words grounding allows; else what the
+        evidence finds ("an animal"); else None."""
+        named = None
+        if self.namer is not None and encoded.concepts is not None:
+            forbidden = self.claim_rule.forbidden_words(evidence) if self.claim_rule else None
+            named = self.namer.plain_name(
+                subject, encoded.concepts[index], FALLBACK_CONCEPT_MIN, forbidden or frozenset()
+            )
+        return named or name_from_evidence(evidence)
 
     def entities(self, encoded: EncodedImages, styles: np.ndarray | int = 0) -> np.ndarray | None:
         """For a decoder conditioned on concepts, each image's input concept: its most specific
@@ -564,6 +571,18 @@ class CaptionPredictor:
             score=hypothesis.score,
             attention=attention,
         )
+
+
+def name_from_evidence(evidence: Sequence[Evidence]) -> str | None:
+    """The likeliest animal grounding finds, named plainly ("an animal"), for a photo outside
+    Flickr8k's scenes left with word salad and no concept to name; None when it finds none."""
+    if any(item.label in SCENE_SUBJECTS for item in evidence):
+        return None
+    for item in evidence:
+        if item.label in EVIDENCE_NAMES:
+            one, several = EVIDENCE_NAMES[item.label]
+            return several if (item.count or 1) >= 2 else one
+    return None
 
 
 def guesses_scene(evidence: Sequence[Sequence[Evidence]]) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 
 from captioning.claims import ANY_LABEL, FLUENCY_FLOOR, Claim, ClaimRule, is_word_salad
 from captioning.decoder_step import NEG_INF
+from captioning.predictor import name_from_evidence
 from captioning.text import Vocabulary
 from captioning.types import Evidence
 
@@ -80,3 +81,12 @@ def test_a_setting_survives_grounding_json() -> None:
     plain = CLAIMS[0].to_plain()
     assert "setting" not in plain  # files without settings read as before
     assert Claim.from_plain(plain) == CLAIMS[0]
+
+
+def test_salad_with_nothing_to_name_is_called_by_its_evidence() -> None:
+    animal, water = Evidence("animal", 0.9), Evidence("water", 0.95)
+    assert name_from_evidence([water, animal]) == "an animal"  # a setting names nothing
+    assert name_from_evidence([Evidence("cat", 0.8, count=2)]) == "cats"
+    # On Flickr8k's scenes (people, dogs) the decoder's own sentence stays.
+    assert name_from_evidence([Evidence("person", 0.9, count=1), animal]) is None
+    assert name_from_evidence([water]) is None
