@@ -148,7 +148,7 @@ class CaptionResponse(BaseModel):
     evidence: list[EvidenceItem] = Field(
         default_factory=list,
         description="What grounding found in the photo, which decides the people, animals, "
-        "counts, doings of the living and settings (ball, grass, water, snow) a caption may "
+        "counts, doings of the living and settings (ball, grass, water, snow, air) a caption may "
         "mention. Empty when grounding is off or the model has none.",
         examples=[[{"label": "person", "score": 0.97, "count": 2}]],
     )
