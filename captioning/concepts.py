@@ -45,6 +45,10 @@ class ConceptTable(PlainJsonFile):
     synonyms: tuple[tuple[str, ...], ...]  # per concept: its other lemmas ("bike", "cycle")
     # Per concept: COUNTABLE, MASS or PLURAL; empty: all countable (a table built without text).
     forms: tuple[str, ...] = ()
+    # The verb frames counted in caption text ("riding", "sitting on"), and per concept those
+    # seen before its word ("riding a horse"); empty: none checked (a table built without text).
+    checked_frames: tuple[str, ...] = ()
+    frames: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.class_concepts) != len(self.class_ids):
@@ -55,6 +59,11 @@ class ConceptTable(PlainJsonFile):
             raise ValueError("concepts.json: the concepts' fields differ in length")
         if self.forms and (len(self.forms) != count or not set(self.forms) <= set(NOUN_FORMS)):
             raise ValueError(f"concepts.json: one form per concept is required, of {NOUN_FORMS}")
+        if self.frames and (
+            len(self.frames) != count
+            or not {f for found in self.frames for f in found} <= set(self.checked_frames)
+        ):
+            raise ValueError("concepts.json: one list of checked frames per concept is required")
         if any(not 0 <= i < count for found in self.class_concepts for i in found):
             raise ValueError("concepts.json: a class names a concept that does not exist")
         membership = np.zeros((len(self.class_ids), count), np.float32)
@@ -76,6 +85,10 @@ class ConceptTable(PlainJsonFile):
     def form(self, index: int) -> str:
         """How concept `index`'s word is written alone: COUNTABLE, MASS or PLURAL."""
         return self.forms[index] if self.forms else COUNTABLE
+
+    def frames_of(self, index: int) -> tuple[str, ...]:
+        """The checked verb frames caption text says before concept `index`'s word."""
+        return self.frames[index] if self.frames else ()
 
     def concept_probabilities(self, class_probabilities: np.ndarray) -> np.ndarray:
         """(batch, classes) softmax outputs -> (batch, concepts) rolled-up probabilities."""
@@ -132,6 +145,7 @@ class ConceptTable(PlainJsonFile):
     def to_plain(self) -> dict:
         return {
             "format": CONCEPTS_FORMAT,
+            **({"checked_frames": list(self.checked_frames)} if self.checked_frames else {}),
             "classes": [
                 {"id": wnid, "concepts": list(found)}
                 for wnid, found in zip(self.class_ids, self.class_concepts, strict=True)
@@ -146,6 +160,7 @@ class ConceptTable(PlainJsonFile):
                     "synonyms": list(synonyms),
                     # Written only where it is not COUNTABLE, the form a table without one has.
                     **({"form": self.form(index)} if self.form(index) != COUNTABLE else {}),
+                    **({"frames": list(self.frames_of(index))} if self.frames_of(index) else {}),
                 }
                 for index, (word, plural, wnid, stand_in, stand_in_plural, synonyms) in enumerate(
                     zip(
@@ -181,6 +196,10 @@ class ConceptTable(PlainJsonFile):
                 synonyms=tuple(tuple(str(w) for w in c["synonyms"]) for c in concepts),
                 # Tables written before noun forms: every word counted, as they were written.
                 forms=tuple(str(c.get("form", COUNTABLE)) for c in concepts),
+                checked_frames=tuple(str(f) for f in data.get("checked_frames", ())),
+                frames=tuple(tuple(str(f) for f in c.get("frames", ())) for c in concepts)
+                if data.get("checked_frames")
+                else (),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"concepts.json lacks a required field: {exc}") from exc

@@ -15,7 +15,8 @@ floor: the decoder's colours are guesses on such photos ("a black and white vend
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,4 +204,63 @@ def word_roles(vocabulary: Vocabulary) -> WordRoles:
         determiners=ids(DETERMINERS),
         adjectives=ids(ADJECTIVES),
         not_after_modifier=(*sorted(phrase_or_verb), END_ID),
+    )
+
+
+@dataclass(frozen=True)
+class FrameRule:
+    """Which verb before a written-in concept goes: where the search wrote the photo's concept
+    into the decoder's sentence, the verb before it was chosen for another noun ("a girl is
+    riding a sax"). A `checked` frame ("riding", "sitting on") that caption text never says of
+    the concept becomes "with" ("a girl with a sax"); token ids as the vocabulary's."""
+
+    kinds: np.ndarray  # `phrase_kinds`
+    participles: frozenset[int]  # the words ending in -ing
+    words: tuple[str, ...]  # the vocabulary's words
+    checked: frozenset[str]
+    with_id: int | None
+    and_id: int | None
+
+    def loose_span(
+        self, token_ids: Sequence[int], at: int, attested: AbstractSet[str]
+    ) -> tuple[int, int] | None:
+        """The span [start, end) of "is/are VERBing [PREPOSITION]" before the noun phrase whose
+        noun, at `at`, heads it ("a sax", not "a sax player"), where that frame is checked and
+        not `attested` of the noun; None where none goes."""
+        if self.with_id is None or not self.checked:
+            return None
+        following = token_ids[at + 1] if at + 1 < len(token_ids) else None
+        if following is not None and following != self.and_id and self.kinds[following] <= 0:
+            return None  # the noun is a modifier: "a sax player"
+        phrase = at
+        while phrase > 0 and self.kinds[token_ids[phrase - 1]] == DANGLING_WORD:
+            phrase -= 1  # "a", "a red", "two small"
+        verb = phrase - 1
+        if phrase == at or verb < 1:
+            return None
+        if self.kinds[token_ids[verb]] == PHRASE:
+            verb -= 1  # "sitting on"
+        if verb < 1 or token_ids[verb] not in self.participles:
+            return None
+        if self.kinds[token_ids[verb - 1]] != VERB_PHRASE:
+            return None
+        frame = " ".join(self.words[token] for token in token_ids[verb:phrase])
+        if frame not in self.checked or frame in attested:
+            return None
+        return verb - 1, phrase
+
+
+def frame_rule(vocabulary: Vocabulary, checked: Iterable[str]) -> FrameRule:
+    """The vocabulary's `FrameRule` for the `checked` frames (a concept table's)."""
+
+    def optional(word: str) -> int | None:
+        return vocabulary.id_of(word) if word in vocabulary else None
+
+    return FrameRule(
+        kinds=phrase_kinds(vocabulary),
+        participles=frozenset(i for i, word in enumerate(vocabulary.words) if word.endswith("ing")),
+        words=tuple(vocabulary.words),
+        checked=frozenset(checked),
+        with_id=optional("with"),
+        and_id=optional("and"),
     )

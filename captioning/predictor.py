@@ -21,6 +21,7 @@ from captioning.images import load_image_file, to_model_batch
 from captioning.phrases import (
     NAME_WITHIN,
     WordRoles,
+    frame_rule,
     phrase_kinds,
     sure_length,
     sure_words,
@@ -131,6 +132,9 @@ class CaptionPredictor:
             )
         self.phrase_kinds = phrase_kinds(self.vocabulary)
         self.word_roles = word_roles(self.vocabulary)
+        self.frame_rule = frame_rule(
+            self.vocabulary, self.namer.table.checked_frames if self.namer else ()
+        )
         self.grounding = bundle.grounding
         self.claim_rule: ClaimRule | None = None
         if self.grounding is not None and self.grounding.claims:
@@ -310,6 +314,12 @@ class CaptionPredictor:
                 hypotheses, found, unsure, unsupported, strict=True
             )
         ]
+        # A concept the search wrote in takes no verb the decoder chose for another noun and
+        # caption text never says of it: "a girl is riding a sax" -> "a girl with a sax".
+        hypotheses = [
+            [self._loose_frame(h, subject, settings) for h in per_image]
+            for per_image, subject in zip(hypotheses, subjects, strict=True)
+        ]
         results = [
             CaptionResult(
                 _distinct([self._to_caption(h, subject) for h in per_image]),
@@ -423,6 +433,34 @@ class CaptionPredictor:
             score=log_prob / max(len(kept), 1) ** settings.length_penalty,
             attention=None if hypothesis.attention is None else hypothesis.attention[kept],
             word_log_probs=tuple(own[i] for i in kept),
+        )
+
+    def _loose_frame(
+        self, hypothesis: Hypothesis, subject: Subject | None, settings: SearchSettings
+    ) -> Hypothesis:
+        """The hypothesis with a verb before its written-in subject made "with" where caption
+        text never says it of the subject or a broader concept (`FrameRule`); as it was
+        otherwise, and always at `min_word_probability` 0 (whole sentences, the decoder's own)."""
+        ids = hypothesis.token_ids
+        if subject is None or subject.frames is None or settings.min_word_probability <= 0.0:
+            return hypothesis
+        at = _first_position(ids, subject.written.keys())
+        span = None if at is None else self.frame_rule.loose_span(ids, at, subject.frames)
+        if span is None or self.frame_rule.with_id is None:
+            return hypothesis
+        start, end = span
+        each, attention = hypothesis.word_log_probs, hypothesis.attention
+        if attention is not None:
+            attention = np.concatenate([attention[: start + 1], attention[end:]])
+        # The replaced words' log-probabilities go to "with": the caption's total and its score
+        # (what the salad rule reads) stay the decoder's.
+        if len(each) == len(ids):
+            each = (*each[:start], float(sum(each[start:end])), *each[end:])
+        return dataclasses.replace(
+            hypothesis,
+            token_ids=(*ids[:start], self.frame_rule.with_id, *ids[end:]),
+            attention=attention,
+            word_log_probs=each,
         )
 
     def _fluent(

@@ -39,6 +39,9 @@ class Subject:
     # concept is evidence for, so grounding lets a caption say them.
     supported: frozenset[int] = frozenset()
     form: str = COUNTABLE  # how its word is written: "a desk", "bread", "jeans"
+    # The verb frames caption text says before it or a broader concept ("riding" a bicycle);
+    # None: the table checks none.
+    frames: frozenset[str] | None = None
 
 
 class SubjectNamer:
@@ -73,8 +76,11 @@ class SubjectNamer:
                 written[vocabulary.id_of(table.stand_in_plurals[index])] = table.plurals[index]
             named = self._tokens(table.related(index))
             supported = self._tokens(table.broader(index)) | written.keys()
+            frames = None
+            if table.checked_frames:
+                frames = frozenset(f for c in table.broader(index) for f in table.frames_of(c))
             self._cache[index] = Subject(
-                table.words[index], written, named, frozenset(supported), form
+                table.words[index], written, named, frozenset(supported), form, frames
             )
         return self._cache[index]
 

@@ -38,7 +38,14 @@ import numpy as np
 from captioning.bundle import CONCEPTS
 from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, MASS, PLURAL, ConceptTable
 from captioning.text import SPECIAL_TOKENS, Vocabulary
-from training.noun_forms import MASS_SHARE, MIN_PHRASES, PLURAL_RATIO, noun_forms
+from training.noun_forms import (
+    CHECKED_FRAMES,
+    MASS_SHARE,
+    MIN_PHRASES,
+    PLURAL_RATIO,
+    attested_frames,
+    noun_forms,
+)
 from training.wordnet import WordNet
 
 logger = logging.getLogger(__name__)
@@ -177,6 +184,7 @@ def build_concept_table(
         for wnid, word in zip(concept_wnids, concept_words, strict=True)
     ]
     plurals = [wordnet.plural(word) for word in concept_words]
+    text = list(captions)  # read twice: noun forms, then verb frames
     return ConceptTable(
         class_ids=tuple(classes),
         class_concepts=tuple(tuple(found) for found in class_concepts),
@@ -195,7 +203,9 @@ def build_concept_table(
             _synonyms(wordnet, wnid, word, words)
             for wnid, word in zip(concept_wnids, concept_words, strict=True)
         ),
-        forms=noun_forms(concept_words, plurals, captions),
+        forms=noun_forms(concept_words, plurals, text),
+        checked_frames=CHECKED_FRAMES if text else (),
+        frames=attested_frames(concept_words, plurals, text) if text else (),
     )
 
 
@@ -299,6 +309,10 @@ def concepts_manifest(
                 "plural_ratio": PLURAL_RATIO,
             },
             **{form: table.forms.count(form) for form in (MASS, PLURAL)},
+        },
+        "verb_frames": {
+            "checked": list(table.checked_frames),
+            "concepts_with_one": sum(bool(found) for found in table.frames),
         },
     }
 

@@ -124,3 +124,19 @@ def test_a_counted_subject_opening_the_caption_gets_its_article() -> None:
         dataclasses.replace(TABLE, forms=("countable",) * 2 + (MASS,)), vocabulary, 0.5
     )
     assert bread.show(said, ids, bread.subject(2)) == ("cat", "is", "asleep")  # a mass noun
+
+
+def test_verb_frames_travel_with_the_table_and_a_subject_takes_its_broader_ones() -> None:
+    table = dataclasses.replace(
+        TABLE, checked_frames=("riding", "holding"), frames=((), ("riding",), ("holding",))
+    )
+    plain = table.to_plain()
+    assert plain["checked_frames"] == ["riding", "holding"]
+    assert "frames" not in plain["concepts"][0]  # none attested: unsaid
+    assert ConceptTable.from_plain(plain).frames_of(1) == ("riding",)
+    vocabulary = Vocabulary.build([["a", "dog", "and", "a", "cat", "dogs", "cats"]], 1)
+    terrier = SubjectNamer(table, vocabulary, 0.5).subject(0)
+    assert terrier.frames == {"riding"}  # a dog's frame is a terrier's
+    assert SubjectNamer(TABLE, vocabulary, 0.5).subject(0).frames is None  # none checked
+    with pytest.raises(ValueError, match="checked frames"):
+        dataclasses.replace(TABLE, checked_frames=("riding",), frames=((), ("flying",), ()))

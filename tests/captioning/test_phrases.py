@@ -10,6 +10,7 @@ from captioning.phrases import (
     DANGLING_WORD,
     PHRASE,
     VERB_PHRASE,
+    frame_rule,
     phrase_kinds,
     sure_length,
     sure_words,
@@ -164,3 +165,29 @@ def test_word_roles_forbid_broken_grammar(prefix, forbidden, allowed) -> None:
 def test_a_dog_and_another_dog_stay_possible() -> None:
     """Only the word right after "and", or after one modifier, may not repeat the one before."""
     assert "dog" not in blocked("a brown dog and a white")
+
+
+FRAME_WORDS = ("a", "girl", "is", "riding", "sitting", "on", "red", "sax", "horse", "player")
+
+
+@pytest.mark.parametrize(
+    ("caption", "attested", "expected"),
+    [
+        ("a girl is riding a red sax", (), "a girl with a red sax"),
+        ("a girl is sitting on a sax", (), "a girl with a sax"),
+        ("a girl is riding a horse", ("riding",), "a girl is riding a horse"),  # attested
+        ("a girl is riding a sax player", (), "a girl is riding a sax player"),  # a modifier
+        ("a sax", (), "a sax"),  # no verb
+    ],
+)
+def test_an_unattested_verb_before_a_written_in_noun_becomes_with(
+    caption, attested, expected
+) -> None:
+    vocabulary = Vocabulary((*SPECIAL_TOKENS, *FRAME_WORDS, "with", "and"))
+    rule = frame_rule(vocabulary, ("riding", "sitting on"))
+    ids = [vocabulary.id_of(word) for word in caption.split()]
+    noun = "sax" if "sax" in caption else "horse"
+    span = rule.loose_span(ids, caption.split().index(noun), frozenset(attested))
+    if span is not None:
+        ids = [*ids[: span[0]], vocabulary.id_of("with"), *ids[span[1] :]]
+    assert " ".join(vocabulary.decode(ids)) == expected

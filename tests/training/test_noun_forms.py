@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from captioning.concepts import COUNTABLE, MASS, PLURAL
-from training.noun_forms import MIN_PHRASES, noun_forms
+from training.noun_forms import MIN_PHRASES, attested_frames, noun_forms
 
 
 def tokens(*captions: str) -> list[list[str]]:
@@ -34,3 +34,15 @@ def test_a_word_of_several_tokens_is_counted_as_the_whole_phrase() -> None:
 
 def test_without_text_every_word_is_counted() -> None:
     assert noun_forms(["bread", "desk"], ["breads", "desks"], []) == (COUNTABLE, COUNTABLE)
+
+
+def test_frames_are_attested_where_a_caption_says_them_before_the_word() -> None:
+    captions = tokens(
+        "a man is riding a brown horse in a field",
+        "two girls riding horses",  # no determiner: not counted
+        "a boy is sitting on a bench",
+        "a woman is playing a guitar on a sax player stage",  # "sax" is no head here
+    )
+    words, plurals = ["horse", "bench", "sax"], ["horses", "benches", "saxes"]
+    frames = ("riding", "sitting on", "playing")
+    assert attested_frames(words, plurals, captions, frames) == (("riding",), ("sitting on",), ())
