@@ -79,8 +79,9 @@ class CaptionOptions(BaseModel):
         "name the subject first and cut the caption before the first phrase after it holding "
         "a word the decoder gave less than this probability: 'a zebra', not 'a large zebra "
         "is riding on a dirt path'. With grounding, a setting without evidence ('in the "
-        "snow') is cut from every photo's caption too. 0 gives whole sentences. Default: the "
-        "server's "
+        "snow') is cut from every photo's caption too. A verb captions never say of a concept "
+        "written into the sentence becomes 'with' ('a girl with a sax', not '... is riding a "
+        "sax'). 0 gives whole sentences. Default: the server's "
         f"({DEFAULT_MIN_WORD_PROBABILITY}).",
     )
 

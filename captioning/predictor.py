@@ -244,7 +244,8 @@ class CaptionPredictor:
         the threshold (`UNKNOWN_SCENE_CONCEPT_THRESHOLD`). An image whose
         captions break English is decoded again with the searches kept from it (`WordRoles`).
         With `settings.min_word_probability` above 0, captions are cut where the decoder is
-        unsure (photos without people or dogs) or names a setting without evidence (all)."""
+        unsure (photos without people or dogs) or names a setting without evidence (all), and a
+        verb before a written-in concept that caption text never says of it becomes "with"."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
         grounded = settings.grounding and self.claim_rule is not None
