@@ -16,7 +16,7 @@ of a broader one) with "with", where the search wrote the concept into the decod
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from captioning.concepts import COUNTABLE, MASS, PLURAL
@@ -48,26 +48,17 @@ def noun_forms(
 ) -> tuple[str, ...]:
     """Per word (with its plural): COUNTABLE, MASS or PLURAL, from tokenised `captions`.
     A word of several tokens ("ice cream") is counted as the whole phrase."""
-    wanted = {tuple(word.split(" ")) for word in (*words, *plurals)}
-    longest = max((len(phrase) for phrase in wanted), default=0)
     with_article: Counter[tuple[str, ...]] = Counter()
     bare: Counter[tuple[str, ...]] = Counter()
     heads: Counter[tuple[str, ...]] = Counter()
-    for tokens in captions:
-        for start in range(len(tokens)):
-            for size in range(1, longest + 1):
-                phrase = tuple(tokens[start : start + size])
-                if len(phrase) < size:
-                    break
-                ends = start + size == len(tokens)
-                if phrase not in wanted or not (ends or tokens[start + size] in _AFTER_HEAD):
-                    continue
-                heads[phrase] += 1
-                opener = _opener(tokens, start)
-                if opener in ("a", "an"):
-                    with_article[phrase] += 1
-                elif opener in _BEFORE_BARE:
-                    bare[phrase] += 1
+    for tokens, start, phrase in _noun_heads(captions, (*words, *plurals)):
+        heads[phrase] += 1
+        opener = _opener(tokens, start)
+        opening = tokens[opener] if opener >= 0 else ""
+        if opening in ("a", "an"):
+            with_article[phrase] += 1
+        elif opening in _BEFORE_BARE:
+            bare[phrase] += 1
     forms = []
     for word, plural in zip(words, plurals, strict=True):
         singular, many = tuple(word.split(" ")), tuple(plural.split(" "))
@@ -89,28 +80,16 @@ def attested_frames(
 ) -> tuple[tuple[str, ...], ...]:
     """Per word: the `frames` some caption says right before a noun phrase (a determiner or
     adjectives, then the word or its plural) that the word heads."""
-    wanted = {tuple(form.split(" ")) for form in (*words, *plurals)}
-    longest = max((len(phrase) for phrase in wanted), default=0)
     checked = {tuple(frame.split(" ")) for frame in frames}
     seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
-    for tokens in captions:
-        for start in range(len(tokens)):
-            for size in range(1, longest + 1):
-                phrase = tuple(tokens[start : start + size])
-                if len(phrase) < size:
-                    break
-                ends = start + size == len(tokens)
-                if phrase not in wanted or not (ends or tokens[start + size] in _AFTER_HEAD):
-                    continue
-                opener = start - 1
-                while opener >= 0 and (tokens[opener] in ADJECTIVES or tokens[opener] == "and"):
-                    opener -= 1
-                if opener < 0 or tokens[opener] not in DETERMINERS:
-                    continue
-                for length in (1, 2):
-                    frame = tuple(tokens[max(opener - length, 0) : opener])
-                    if len(frame) == length and frame in checked:
-                        seen.add((frame, phrase))
+    for tokens, start, phrase in _noun_heads(captions, (*words, *plurals)):
+        opener = _opener(tokens, start)
+        if opener < 0 or tokens[opener] not in DETERMINERS:
+            continue
+        for length in (1, 2):
+            frame = tuple(tokens[max(opener - length, 0) : opener])
+            if len(frame) == length and frame in checked:
+                seen.add((frame, phrase))
     return tuple(
         tuple(
             frame
@@ -122,13 +101,31 @@ def attested_frames(
     )
 
 
-def _opener(tokens: Sequence[str], start: int) -> str:
-    """The word before the adjectives ("and" between them) in front of position `start`; ""
-    at the caption's start."""
+def _noun_heads(
+    captions: Iterable[Sequence[str]], words: Sequence[str]
+) -> Iterator[tuple[Sequence[str], int, tuple[str, ...]]]:
+    """(caption, start, phrase) wherever one of `words` (of one or more tokens) heads a noun
+    phrase: what follows it is a preposition, a verb, "and" or the caption's end."""
+    wanted = {tuple(word.split(" ")) for word in words}
+    longest = max((len(phrase) for phrase in wanted), default=0)
+    for tokens in captions:
+        for start in range(len(tokens)):
+            for size in range(1, longest + 1):
+                phrase = tuple(tokens[start : start + size])
+                if len(phrase) < size:
+                    break
+                ends = start + size == len(tokens)
+                if phrase in wanted and (ends or tokens[start + size] in _AFTER_HEAD):
+                    yield tokens, start, phrase
+
+
+def _opener(tokens: Sequence[str], start: int) -> int:
+    """The position of the word before the adjectives ("and" between them) in front of
+    position `start`; -1 at the caption's start."""
     position = start - 1
     while position >= 0 and (tokens[position] in ADJECTIVES or tokens[position] == "and"):
         position -= 1
-    return tokens[position] if position >= 0 else ""
+    return position
 
 
 def caption_text(
