@@ -212,7 +212,7 @@ def _add_concept_commands(
     concepts.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     concepts.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     concepts.add_argument("--threshold", type=float, default=None, help="tag/caption threshold")
-    forms_help = "caption text to count noun forms in (a desk, bread, jeans): "
+    forms_help = "caption text to count noun forms (bread, jeans) and verb frames in: "
     concepts.add_argument("--data", type=Path, help=forms_help + "Flickr8k's training captions")
     concepts.add_argument(
         "--text-corpora", type=Path, help=forms_help + "a folder laid out as ../shared/caption-text"

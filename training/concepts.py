@@ -158,7 +158,8 @@ def build_concept_table(
     captions: Iterable[Sequence[str]] = (),
 ) -> ConceptTable:
     """Apply the rule in the module docstring to every class; `captions` (tokenised) say how
-    each concept's word is written alone (`training.noun_forms`; none: all counted)."""
+    each concept's word is written alone and which verbs take it (`training.noun_forms`; none:
+    every word counted, no verb checked)."""
     concept_index: dict[str, int] = {}
     concept_words: list[str] = []
     concept_wnids: list[str] = []
@@ -185,6 +186,8 @@ def build_concept_table(
     ]
     plurals = [wordnet.plural(word) for word in concept_words]
     text = list(captions)  # read twice: noun forms, then verb frames
+    if not text:
+        logger.warning("concepts: no caption text, so no noun forms or verb frames are counted")
     return ConceptTable(
         class_ids=tuple(classes),
         class_concepts=tuple(tuple(found) for found in class_concepts),
