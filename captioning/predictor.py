@@ -19,6 +19,7 @@ from captioning.concepts import DEFAULT_CONCEPT_THRESHOLD, ConceptTable, Tag, so
 from captioning.decoder_step import DecoderWeights, condition_ids
 from captioning.images import load_image_file, to_model_batch
 from captioning.phrases import (
+    COLOURS,
     NAME_WITHIN,
     WordRoles,
     frame_rule,
@@ -132,6 +133,9 @@ class CaptionPredictor:
             )
         self.phrase_kinds = phrase_kinds(self.vocabulary)
         self.word_roles = word_roles(self.vocabulary)
+        self.colour_ids = frozenset(
+            self.vocabulary.id_of(word) for word in COLOURS if word in self.vocabulary
+        )
         self.frame_rule = frame_rule(
             self.vocabulary, self.namer.table.checked_frames if self.namer else ()
         )
@@ -422,7 +426,12 @@ class CaptionPredictor:
             kept = list(range(length))
         else:
             kept = sure_words(
-                ids, each, self.phrase_kinds, subject_at=position, min_probability=floor
+                ids,
+                each,
+                self.phrase_kinds,
+                subject_at=position,
+                min_probability=floor,
+                guessed=self.colour_ids,
             )
         if len(kept) == len(ids):
             return hypothesis

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from captioning.phrases import (
+    COLOURS,
     DANGLING_WORD,
     PHRASE,
     VERB_PHRASE,
@@ -130,6 +131,15 @@ def test_unsure_words_between_the_article_and_the_subject_go():
     assert kept_words([SURE] * 7, 3) == "a little brown dog on the grass"
     # Without a subject there is nothing to keep them from.
     assert kept_words([SURE, SURE, UNSURE, SURE, SURE, SURE, SURE], None) == " ".join(words)
+
+
+def test_a_guessed_colour_before_the_subject_goes_however_sure() -> None:
+    words = ["a", "little", "brown", "dog", "on", "the", "grass"]
+    ids = [VOCABULARY.id_of(w) for w in words]
+    sure = [math.log(SURE)] * len(words)
+    colours = frozenset(VOCABULARY.id_of(w) for w in COLOURS if w in VOCABULARY)
+    kept = sure_words(ids, sure, KINDS, subject_at=3, min_probability=0.1, guessed=colours)
+    assert " ".join(words[i] for i in kept) == "a dog on the grass"
 
 
 ROLES = word_roles(VOCABULARY)
