@@ -252,21 +252,22 @@ class CaptionPredictor:
         verb before a written-in concept that caption text never says of it becomes "with"."""
         settings = settings or self.search
         evidence = self.evidence(encoded)
-        grounded = settings.grounding and self.claim_rule is not None
+        outside = guesses_scene(evidence)  # photos outside Flickr8k's scenes
+        claim_rule = self.claim_rule if settings.grounding else None
         found: list[Subject | None] = [None] * len(encoded)
         if self.namer is not None and encoded.concepts is not None:
             # Outside Flickr8k's scenes a less confident concept beats the decoder's guess.
-            unknown_scene = guesses_scene(evidence) if grounded else None
+            unknown_scene = outside if claim_rule is not None else None
             found = self.namer.subjects(encoded.concepts, unknown_scene)
         penalty = None
-        if grounded:
+        if claim_rule is not None:
             # The concept is evidence of its own: a terrier's caption may say "dog".
             allowed = [() if s is None else s.supported for s in found]
-            penalty = self.claim_rule.word_penalty(evidence, allowed)
+            penalty = claim_rule.word_penalty(evidence, allowed)
         entities = self.entities(encoded, self.styles(settings.style, evidence))
         # Photos outside Flickr8k's scenes get captions that name their subject first and
         # stop where the decoder is unsure (none when min_word_probability is 0).
-        unsure = guesses_scene(evidence) & (settings.min_word_probability > 0.0)
+        unsure = outside & (settings.min_word_probability > 0.0)
         name_within = np.where(unsure, NAME_WITHIN, 0)
         subjects = found if settings.concepts else [None] * len(encoded)
         hypotheses, subjects = self._decode(
@@ -302,8 +303,8 @@ class CaptionPredictor:
         # Settings the evidence does not support ("in the snow" without snow) are cut from
         # every photo's captions, where cutting is on.
         unsupported = [frozenset[int]()] * len(encoded)
-        if penalty is not None and self.claim_rule and settings.min_word_probability > 0.0:
-            unsupported = [self.claim_rule.unsupported_settings(items) for items in evidence]
+        if claim_rule is not None and settings.min_word_probability > 0.0:
+            unsupported = [claim_rule.unsupported_settings(items) for items in evidence]
         hypotheses = [
             [
                 self._sure_part(
