@@ -313,6 +313,8 @@ class CaptionPredictor:
                     settings,
                     floor=settings.min_word_probability if cut else 0.0,
                     unsupported=setting_ids,
+                    # Known to be outside Flickr8k's scenes only where grounding looked.
+                    guessed=self.colour_ids if claim_rule is not None else frozenset(),
                 )
                 for h in per_image
             ]
@@ -396,10 +398,12 @@ class CaptionPredictor:
         *,
         floor: float,
         unsupported: AbstractSet[int],
+        guessed: AbstractSet[int] = frozenset(),
     ) -> Hypothesis:
         """The hypothesis cut before its first phrase after the subject (the concept's word,
         or else the first word) holding a word below `floor` or an `unsupported` setting, and
-        without the words between its article and its subject if one of them is below it.
+        without the words between its article and its subject if one of them is below it or
+        among the `guessed` (colours, on a photo grounding finds outside Flickr8k's scenes).
         With `floor` 0 (a photo whose captions are otherwise whole) only the unsupported
         setting's phrase goes: the decoder knows the rest of such scenes, verb included ("a
         brown dog is running", without "through the snow")."""
@@ -432,7 +436,7 @@ class CaptionPredictor:
                 self.phrase_kinds,
                 subject_at=position,
                 min_probability=floor,
-                guessed=self.colour_ids,
+                guessed=guessed,
             )
         if len(kept) == len(ids):
             return hypothesis

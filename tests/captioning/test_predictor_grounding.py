@@ -165,3 +165,10 @@ def test_on_a_whole_sentence_only_the_unsupported_settings_phrase_goes(tiny_pred
     assert kept(0.0, "white") == "a red circle"
     assert kept(0.0, "red") == "a red circle on white"
     assert kept(0.1, "red") == "a circle on white"
+
+    # Outside Flickr8k's scenes (as grounding finds) the decoder's colours before it go.
+    colours = tiny_predictor.colour_ids
+    guessed = tiny_predictor._sure_part(
+        hypothesis, subject, settings, floor=0.1, unsupported=frozenset(), guessed=colours
+    )
+    assert " ".join(vocabulary.decode(guessed.token_ids)) == "a circle on white"
